@@ -1,0 +1,285 @@
+"""Daemon configuration: TOML file -> typed, validated models.
+
+Every problem in a file is reported at once, one line each, naming the key, the value and what is
+allowed (`ConfigError.lines`). The CLI prints them and exits with status 2 before anything starts.
+"""
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EngineConfig(_Section):
+    name: Literal["auto", "passthrough", "flux2", "flux2-tiny"] = "auto"
+    # a diffusers-layout folder, a name under models_dir, or a hub id already in the local HF cache
+    model: str = "FLUX.2-klein-4B"
+    models_dir: Path = Path("~/.cache/fluxrt/models")
+    width: int = Field(512, ge=64, le=2048, multiple_of=16)
+    height: int = Field(512, ge=64, le=2048, multiple_of=16)
+    steps: int = Field(2, ge=1, le=8)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    vae: Literal["full", "taef2"] = "full"
+    attention_backend: str = "auto"
+    compile: bool = False
+    text_encoder_offload: bool = False
+    style_reference: Path | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "mps") and not (v == "cuda" or v.startswith("cuda:")):
+            raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
+        return v
+
+
+class CacheConfig(_Section):
+    enabled: bool = True
+    tau: float = Field(6.0, ge=0.0, le=255.0)  # per-cell mean abs difference (0-255 scale)
+    halo: int = Field(1, ge=0, le=8)  # dilation, in cells
+    refresh_period: int = Field(30, ge=0, le=10_000)  # R frames; 0 disables the rolling refresh
+    rho: float = Field(0.9, ge=0.0, le=1.0)  # above this active fraction run dense
+
+
+class InterpolationConfig(_Section):
+    method: Literal["auto", "none", "rife", "rife-v4.25", "rife-v3-hd", "flow", "blend"] = "auto"
+    factor: int = Field(2, ge=1, le=16)
+    # FluxRT's interpolation_exp k, accepted as factor 2**k when given
+    exp: int | None = Field(None, ge=0, le=4)
+    model_path: Path | None = None  # a flownet.pkl or a folder holding one
+
+    @model_validator(mode="after")
+    def _exp(self) -> "InterpolationConfig":
+        if self.exp is not None:
+            object.__setattr__(self, "factor", 2**self.exp)
+        return self
+
+
+class SourceConfig(_Section):
+    kind: Literal["synthetic", "webcam", "file"] = "synthetic"
+    webcam: str = "0"  # index or device path
+    path: Path | None = None  # video file, looped
+    fps: float = Field(30.0, gt=0, le=240)
+    capture_width: int = Field(1280, ge=16, le=7680)
+    capture_height: int = Field(720, ge=16, le=4320)
+    dynamic_fraction: float = Field(0.1, ge=0.0, le=1.0)  # synthetic: area fraction that moves
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> "SourceConfig":
+        if self.kind == "file" and self.path is None:
+            raise ValueError("kind = 'file' needs path = '<video file>'")
+        return self
+
+
+class OutputConfig(_Section):
+    fps: float = Field(30.0, gt=0, le=240)
+    stall_timeout_s: float = Field(2.0, gt=0, le=600)
+    virtual_camera: Literal["auto", "on", "off"] = "auto"
+    camera_label: str = Field("FluxRT Camera", min_length=1, max_length=31)
+    camera_backend: str | None = None  # force a pyvirtualcam backend (tests register one)
+    preview: bool = True
+    preview_host: str = "127.0.0.1"
+    preview_port: int = Field(8765, ge=0, le=65535)
+    record_path: Path | None = None
+
+
+class ControlConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8766, ge=0, le=65535)
+    token_file: Path | None = None  # default: <user config dir>/fluxrt/token
+    max_prompt_length: int = Field(2000, ge=1, le=100_000)
+
+
+class ObsConfig(_Section):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(4455, ge=1, le=65535)
+    password: SecretStr = SecretStr("")
+    prompt_text_source: str = ""  # an OBS text source kept showing the current prompt
+    reconnect_max_s: float = Field(10.0, gt=0, le=600)
+
+
+class PromptConfig(_Section):
+    text: str = "a watercolor painting, soft pastel colors"
+    preset: str = ""  # start with this preset instead of `text`
+
+
+class Preset(_Section):
+    name: str = Field(min_length=1, max_length=64)
+    prompt: str = Field(min_length=1)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    steps: int | None = Field(None, ge=1, le=8)
+    style_reference: Path | None = None
+
+
+class Config(_Section):
+    engine: EngineConfig = EngineConfig()
+    cache: CacheConfig = CacheConfig()
+    interpolation: InterpolationConfig = InterpolationConfig()
+    source: SourceConfig = SourceConfig()
+    output: OutputConfig = OutputConfig()
+    control: ControlConfig = ControlConfig()
+    obs: ObsConfig = ObsConfig()
+    prompt: PromptConfig = PromptConfig()
+    presets: list[Preset] = []
+    scenes: dict[str, str] = {}  # OBS scene name -> preset name
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _references(self) -> "Config":
+        names = [p.name for p in self.presets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate preset names {dupes}")
+        for scene, preset in self.scenes.items():
+            if preset not in names:
+                raise ValueError(f"scenes.{scene!r} maps to unknown preset {preset!r} (presets: {names})")
+        if self.prompt.preset and self.prompt.preset not in names:
+            raise ValueError(f"prompt.preset {self.prompt.preset!r} is not a preset (presets: {names})")
+        return self
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; `lines` holds one message per problem."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def _allowed(err: dict[str, Any]) -> str:
+    ctx = err.get("ctx") or {}
+    if err["type"] == "extra_forbidden":
+        return "unknown key; remove it or check its spelling"
+    if err["type"] == "literal_error":
+        return f"allowed: {ctx.get('expected')}"
+    return err["msg"]
+
+
+def format_errors(exc: ValidationError, model: type[BaseModel] = Config) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" = {value!r}"
+        if err["type"] == "extra_forbidden":
+            parent = _section_model(model, err["loc"][:-1])
+            if parent is not None:
+                allowed = ", ".join(parent.model_fields)
+                lines.append(f"{key}{shown}: unknown key; allowed keys here: {allowed}")
+                continue
+        lines.append(f"{key}{shown}: {_allowed(err)}")
+    return lines
+
+
+def _section_model(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    cur: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = cur.model_fields.get(part) if hasattr(cur, "model_fields") else None
+        if field is None:
+            return None
+        ann = field.annotation
+        inner = getattr(ann, "__args__", None)
+        cur = inner[0] if inner and isinstance(inner[0], type) else ann
+    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+
+
+def default_toml() -> str:
+    """The embedded defaults (vcam/default.toml; configs/default.toml is the same file)."""
+    return resources.files("vcam").joinpath("default.toml").read_text()
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Override `section.key` in a raw config dict (used for CLI flags and `--set`)."""
+    parts = dotted.split(".")
+    cur = data
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+        if not isinstance(cur, dict):
+            raise ConfigError([f"{dotted}: {p} is not a section"])
+    cur[parts[-1]] = value
+
+
+def parse_value(text: str) -> Any:
+    """A `--set key=value` value: TOML syntax when it parses (numbers, booleans, lists), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load `path` (or the embedded defaults), apply dotted `overrides`, validate. Raises ConfigError."""
+    if path is None:
+        raw = tomllib.loads(default_toml())
+        where = "defaults"
+    else:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ConfigError([f"config file {path} does not exist; pass an existing file or omit --config"])
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
+        where = str(path)
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError([f"{where}: {line}" for line in format_errors(e)]) from None
+
+
+def effective_toml(cfg: Config) -> str:
+    """The effective configuration as TOML (secrets masked)."""
+    data = cfg.model_dump(mode="json")
+    if cfg.obs.password.get_secret_value():
+        data["obs"]["password"] = "********"
+    return _to_toml(data)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise TypeError(type(v))
+
+
+def _to_toml(data: dict[str, Any]) -> str:
+    top, sections, arrays = [], [], []
+    for k, v in data.items():
+        if v is None:
+            continue
+        if isinstance(v, dict) and k == "scenes":
+            body = "\n".join(f"{_toml_value(sk)} = {_toml_value(sv)}" for sk, sv in v.items())
+            sections.append(f"[scenes]\n{body}".rstrip())
+        elif isinstance(v, dict):
+            body = "\n".join(f"{sk} = {_toml_value(sv)}" for sk, sv in v.items() if sv is not None)
+            sections.append(f"[{k}]\n{body}")
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            for item in v:
+                body = "\n".join(f"{ik} = {_toml_value(iv)}" for ik, iv in item.items() if iv is not None)
+                arrays.append(f"[[{k}]]\n{body}")
+        elif isinstance(v, list):
+            continue  # an empty array of tables
+        else:
+            top.append(f"{k} = {_toml_value(v)}")
+    return "\n\n".join(["\n".join(top)] + sections + arrays) + "\n"

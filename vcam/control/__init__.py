@@ -1,0 +1,1 @@
+"""Live control of the look: state, HTTP/WebSocket API, tokens."""

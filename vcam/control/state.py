@@ -1,0 +1,131 @@
+"""The daemon's live settings (prompt, preset, seed, steps, mode, cache, interpolation).
+
+Lives in the supervisor process. Every change makes a new immutable `Settings` with a higher
+`prompt_version` and tells the listeners (the supervisor forwards it to the inference process; the
+API pushes it to WebSocket clients; the OBS bridge updates its text source).
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from vcam.config import CacheConfig, Config, InterpolationConfig, Preset
+from vcam.messages import Mode, Settings
+
+Listener = Callable[[Settings], None]
+
+
+class ControlError(ValueError):
+    """A request that cannot be applied; the message says why and what is allowed."""
+
+
+class ControlState:
+    def __init__(self, cfg: Config):
+        self._lock = threading.Lock()
+        self._listeners: list[Listener] = []
+        self.presets: list[Preset] = list(cfg.presets)
+        self.max_prompt_length = cfg.control.max_prompt_length
+        start = self._find(cfg.prompt.preset) if cfg.prompt.preset else None
+        self._settings = Settings(
+            prompt_version=1,
+            prompt=start.prompt if start else cfg.prompt.text,
+            seed=start.seed if start and start.seed is not None else cfg.engine.seed,
+            steps=start.steps if start and start.steps is not None else cfg.engine.steps,
+            preset=start.name if start else None,
+            style_reference=str(start.style_reference) if start and start.style_reference else (
+                str(cfg.engine.style_reference) if cfg.engine.style_reference else None),
+            cache=cfg.cache.model_dump(),
+            interpolation=cfg.interpolation.model_dump(mode="json"),
+        )
+        self._defaults = (cfg.engine.seed, cfg.engine.steps, self._settings.style_reference)
+
+    # ---- reading -------------------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    # ---- changing ------------------------------------------------------------------------------
+    def _commit(self, **changes: Any) -> Settings:
+        with self._lock:
+            new = dataclasses.replace(self._settings, prompt_version=self._settings.prompt_version + 1, **changes)
+            self._settings = new
+        for listener in list(self._listeners):
+            listener(new)
+        return new
+
+    def set_prompt(self, prompt: str) -> Settings:
+        prompt = prompt.strip()
+        if not prompt:
+            raise ControlError("prompt is empty; send a non-empty text")
+        if len(prompt) > self.max_prompt_length:
+            raise ControlError(f"prompt has {len(prompt)} characters; the limit is {self.max_prompt_length}")
+        return self._commit(prompt=prompt, preset=None)
+
+    def _find(self, ref: str | int) -> Preset:
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            i = int(ref)
+            if not 0 <= i < len(self.presets):
+                raise ControlError(f"preset index {i} out of range; there are {len(self.presets)} presets (0-based)")
+            return self.presets[i]
+        for p in self.presets:
+            if p.name == ref:
+                return p
+        names = ", ".join(p.name for p in self.presets) or "(none configured)"
+        raise ControlError(f"no preset named {ref!r}; presets: {names}")
+
+    def apply_preset(self, ref: str | int) -> Settings:
+        """Apply a preset by name, 0-based index, or 'next' / 'prev'."""
+        if ref in ("next", "prev", "previous"):
+            if not self.presets:
+                raise ControlError("no presets configured; add [[presets]] to the config")
+            names = [p.name for p in self.presets]
+            cur = names.index(self._settings.preset) if self._settings.preset in names else -1
+            step = 1 if ref == "next" else -1
+            if cur < 0 and step < 0:
+                cur = 0
+            preset = self.presets[(cur + step) % len(self.presets)]
+        else:
+            preset = self._find(ref)
+        seed, steps, style = self._defaults
+        return self._commit(
+            prompt=preset.prompt,
+            preset=preset.name,
+            seed=preset.seed if preset.seed is not None else seed,
+            steps=preset.steps if preset.steps is not None else steps,
+            style_reference=str(preset.style_reference) if preset.style_reference else style,
+        )
+
+    def update(self, *, seed: int | None = None, steps: int | None = None, mode: Mode | None = None,
+               cache: dict[str, Any] | None = None, interpolation: dict[str, Any] | None = None) -> Settings:
+        """Change any of seed, steps, mode, cache or interpolation settings (validated as in the config)."""
+        changes: dict[str, Any] = {}
+        if seed is not None:
+            if not 0 <= seed <= 2**32 - 1:
+                raise ControlError(f"seed {seed} out of range 0..{2**32 - 1}")
+            changes["seed"] = seed
+        if steps is not None:
+            if not 1 <= steps <= 8:
+                raise ControlError(f"steps {steps} out of range 1..8")
+            changes["steps"] = steps
+        if mode is not None:
+            if mode not in ("live", "passthrough", "paused"):
+                raise ControlError(f"mode {mode!r}; allowed: live, passthrough, paused")
+            changes["mode"] = mode
+        try:
+            if cache is not None:
+                changes["cache"] = CacheConfig.model_validate({**self._settings.cache, **cache}).model_dump()
+            if interpolation is not None:
+                merged = {**self._settings.interpolation, **interpolation}
+                if "factor" in interpolation:
+                    merged["exp"] = None
+                changes["interpolation"] = InterpolationConfig.model_validate(merged).model_dump(mode="json")
+        except Exception as e:  # pydantic ValidationError: report it as a request error
+            raise ControlError(str(e)) from None
+        if not changes:
+            raise ControlError("nothing to change")
+        return self._commit(**changes)

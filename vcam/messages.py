@@ -1,0 +1,44 @@
+"""Messages between the daemon's processes (pickled over multiprocessing queues)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Mode = Literal["live", "passthrough", "paused"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the inference process needs to make a frame; sent whole on every change.
+
+    `prompt_version` increases with every change, so each output frame says which settings made it.
+    """
+
+    prompt_version: int
+    prompt: str
+    seed: int
+    steps: int
+    mode: Mode = "live"
+    preset: str | None = None
+    style_reference: str | None = None
+    cache: dict[str, Any] = field(default_factory=dict)  # CacheConfig fields
+    interpolation: dict[str, Any] = field(default_factory=dict)  # InterpolationConfig fields
+
+
+@dataclass
+class ChildStatus:
+    """A child's periodic report to the supervisor (its `role` is 'inference' or 'output')."""
+
+    role: str
+    ts: float
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ChildError:
+    """Sent by a child just before it dies of an exception (a kill -9 sends nothing)."""
+
+    role: str
+    ts: float
+    error: str
+    traceback: str
