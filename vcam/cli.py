@@ -10,7 +10,7 @@ import typer
 
 from vcam.config import Config, ConfigError, effective_toml, load_config, parse_value
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="FluxRT Camera: a real-time AI virtual camera.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="FluxRT Camera: a real-time AI virtual camera.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (each finishes in under a minute on 2 CPU cores).")
 models_app = typer.Typer(no_args_is_help=True, help="Download and list model weights.")
