@@ -1,0 +1,104 @@
+"""The daemon: wires source, supervisor (inference + output processes), control API and OBS bridge.
+
+    capture thread -> INPUT -> inference process -> OUTPUT -> output process -> virtual camera / preview
+    control API, OBS bridge -> ControlState -> settings to the children
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from vcam.capture import CaptureThread
+from vcam.config import Config
+from vcam.control.state import ControlState
+from vcam.sources import open_source
+from vcam.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.state = ControlState(cfg)
+        self.supervisor: Supervisor | None = None
+        self.capture: CaptureThread | None = None
+        self.api: Any = None
+        self.bridge: Any = None
+        self.started_at = 0.0
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        cfg = self.cfg
+        self.started_at = time.monotonic()
+        self.supervisor = Supervisor(cfg)
+        try:
+            self.supervisor.start(self.state.settings)
+            self.state.subscribe(self.supervisor.push)
+            self.capture = CaptureThread(open_source(cfg.source), self.supervisor.input, self.supervisor.input_bell,
+                                         cfg.source.fps, paced=cfg.source.kind != "webcam")
+            self.capture.start()
+            if cfg.control.enabled:
+                from vcam.control.api import start_api_server
+
+                self.api = start_api_server(cfg.control, self.state, self.status)
+            if cfg.obs.enabled:
+                from vcam.obs.bridge import ObsBridge
+
+                self.bridge = ObsBridge(cfg.obs, cfg.scenes, self.state)
+                self.bridge.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        for part in (self.bridge, self.api, self.capture):
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception:  # noqa: BLE001 - keep stopping the rest
+                    log.exception("stopping %s failed", type(part).__name__)
+        if self.capture is not None:
+            self.capture.join(timeout=2)
+        if self.supervisor is not None:
+            self.supervisor.stop()
+
+    def status(self) -> dict[str, Any]:
+        s = self.state.settings
+        children = self.supervisor.status() if self.supervisor else {}
+        out = children.get("output", {})
+        return {
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "settings": {"prompt": s.prompt, "prompt_version": s.prompt_version, "preset": s.preset, "seed": s.seed,
+                         "steps": s.steps, "mode": s.mode, "style_reference": s.style_reference,
+                         "cache": s.cache, "interpolation": s.interpolation},
+            "presets": [p.name for p in self.state.presets],
+            "source": {"kind": self.cfg.source.kind, **(self.capture.status if self.capture else {})},
+            "inference": children.get("inference", {}),
+            "output": out,
+            "preview_url": out.get("preview_url"),
+            "control_url": getattr(self.api, "url", None),
+            "obs": self.bridge.status() if self.bridge is not None else {"enabled": False},
+        }
+
+    def run_forever(self, duration: float | None = None) -> None:
+        """Run until SIGINT/SIGTERM (or `duration` seconds), then stop cleanly."""
+        done = threading.Event()
+
+        def _handler(signum: int, _frame: Any) -> None:
+            log.info("signal %d: stopping", signum)
+            done.set()
+
+        old = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            done.wait(duration)
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+            self.stop()

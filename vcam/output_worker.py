@@ -1,0 +1,168 @@
+"""Output process: OUTPUT channel -> presentation scheduling -> sinks (virtual camera, preview, file).
+
+It never waits on the engine: when no new frame is due, it repeats the last one at the sinks' fps,
+and after `stall_timeout_s` without a new frame it shows a status card instead.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from vcam.cards import status_card
+from vcam.child import STOP, Links, drain, parent_alive, report, run_child
+from vcam.config import Config
+from vcam.messages import Settings
+from vcam.scheduler import PresentationScheduler
+from vcam.shm import FrameChannel, FrameMeta
+
+log = logging.getLogger(__name__)
+STATUS_EVERY_S = 0.5
+WINDOW_S = 5.0  # latency / interval statistics cover the last few seconds
+
+
+def _pct(values: deque[float], q: float) -> float | None:
+    return float(np.percentile(np.fromiter(values, float), q)) if values else None
+
+
+class OutputWorker:
+    def __init__(self, cfg: Config, links: Links):
+        self.cfg, self.links = cfg, links
+        o = cfg.output
+        self.width, self.height = cfg.engine.width, cfg.engine.height
+        self.channel = FrameChannel.attach(links.output)
+        self.scheduler = PresentationScheduler(o.fps)
+        self.sinks: dict[str, Any] = {}
+        if o.virtual_camera != "off":
+            from vcam.sinks.virtualcam import VirtualCameraSink
+
+            self.sinks["virtual_camera"] = VirtualCameraSink(o.camera_label, self.width, self.height, o.fps,
+                                                             backend=o.camera_backend)
+        if o.preview:
+            from vcam.sinks.preview import PreviewSink
+
+            self.sinks["preview"] = PreviewSink(o.preview_host, o.preview_port, o.fps)
+        if o.record_path is not None:
+            from vcam.sinks.recorder import RecorderSink
+
+            self.sinks["recorder"] = RecorderSink(o.record_path, self.width, self.height, o.fps)
+        self.mode = "live"
+        self.notice: str | None = None
+        self.partial: list[tuple[np.ndarray, FrameMeta]] = []
+        self.last_frame: np.ndarray | None = None
+        self.last_meta: FrameMeta | None = None
+        self.last_new_ts = time.monotonic()
+        self.last_send = 0.0
+        self.last_was_new = False
+        self.latency_ms: deque[float] = deque(maxlen=int(WINDOW_S * o.fps))
+        self.intervals_ms: deque[float] = deque(maxlen=int(WINDOW_S * o.fps))
+        self.counts = {"sent": 0, "new": 0, "repeats": 0, "cards": 0, "groups": 0, "engine_frames_shown": 0,
+                       "lost": 0, "send_errors": 0}
+        self.showing = "nothing"
+
+    # ---- inputs ----------------------------------------------------------------------------------
+    def take_frames(self, now: float) -> None:
+        frames, lost = self.channel.read_new()
+        self.counts["lost"] += lost
+        for frame, meta in frames:
+            if self.partial and self.partial[-1][1].group != meta.group:
+                self.partial = []  # the rest of that group was lost: never play half a group late
+            self.partial.append((frame, meta))
+            if meta.is_engine_frame:
+                self.scheduler.push_group(self.partial, now)
+                self.counts["groups"] += 1
+                self.partial = []
+
+    def handle_control(self) -> bool:
+        for msg in drain(self.links.control):
+            if msg == STOP:
+                return False
+            if isinstance(msg, Settings):
+                self.mode = msg.mode
+            elif isinstance(msg, dict) and "notice" in msg:
+                self.notice = msg["notice"]
+        return True
+
+    # ---- output ----------------------------------------------------------------------------------
+    def card(self) -> np.ndarray:
+        if self.mode == "paused":
+            lines = ["FluxRT Camera", "paused"]
+        else:
+            lines = ["FluxRT Camera", "waiting for the engine..."]
+        if self.notice:
+            lines.append(self.notice[:80])
+        return status_card(self.width, self.height, lines)
+
+    def send(self, frame: np.ndarray, now: float) -> None:
+        for name, sink in self.sinks.items():
+            try:
+                sink.send(frame)
+            except Exception:  # noqa: BLE001 - one sink failing must not starve the others
+                self.counts["send_errors"] += 1
+                log.exception("sink %s failed", name)
+        if self.last_send:
+            self.intervals_ms.append((now - self.last_send) * 1000)
+        self.last_send = now
+        self.counts["sent"] += 1
+
+    def tick(self, now: float) -> None:
+        due = self.scheduler.pop_due(now)
+        if due is not None:
+            self.last_frame, self.last_meta, self.last_new_ts = due.frame, due.meta, now
+            self.latency_ms.append((now - due.meta.capture_ts) * 1000)
+            self.counts["new"] += 1
+            self.counts["engine_frames_shown"] += due.meta.is_engine_frame
+            self.showing = "frames"
+            self.send(due.frame, now)
+            self.last_was_new = True
+        elif now - self.last_send >= self.scheduler.keepalive_after(self.last_was_new) * 0.999:
+            if self.last_frame is None or now - self.last_new_ts > self.cfg.output.stall_timeout_s:
+                self.showing = "card"
+                self.counts["cards"] += 1
+                self.send(self.card(), now)
+            else:
+                self.counts["repeats"] += 1
+                self.send(self.last_frame, now)
+            self.last_was_new = False
+
+    def status(self) -> dict[str, Any]:
+        iv = np.fromiter(self.intervals_ms, float)
+        m = self.last_meta
+        return {
+            "fps_target": self.cfg.output.fps,
+            "showing": self.showing,
+            "last_frame": None if m is None else {"frame_id": m.frame_id, "prompt_version": m.prompt_version,
+                                                   "group": m.group, "capture_ts": m.capture_ts},
+            "latency_p50_ms": _pct(self.latency_ms, 50),
+            "latency_p95_ms": _pct(self.latency_ms, 95),
+            "interval_mean_ms": float(iv.mean()) if iv.size else None,
+            "interval_std_ms": float(iv.std()) if iv.size > 1 else None,
+            "engine_interval_ms": (self.scheduler.interval or 0) * 1000,
+            "dropped_interpolated": self.scheduler.dropped_interpolated,
+            **self.counts,
+            "sinks": {name: dict(sink.status) for name, sink in self.sinks.items()},
+            "preview_url": self.sinks["preview"].url if "preview" in self.sinks else None,
+        }
+
+    def run(self) -> None:
+        next_report = 0.0
+        try:
+            while parent_alive() and self.handle_control():
+                now = time.monotonic()
+                self.take_frames(now)
+                self.tick(now)
+                if now >= next_report:
+                    report(self.links, "output", self.status())
+                    next_report = now + STATUS_EVERY_S
+                wake = min(self.scheduler.wake_time(self.last_send, self.last_was_new), next_report)
+                self.links.output_bell.wait(wake - time.monotonic())
+        finally:
+            for sink in self.sinks.values():
+                sink.close()
+
+
+def output_main(cfg: Config, links: Links) -> None:
+    run_child("output", links, cfg.log_level, lambda: OutputWorker(cfg, links).run())

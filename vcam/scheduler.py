@@ -1,0 +1,96 @@
+"""Presentation scheduling for the output process.
+
+The inference process publishes engine outputs in *groups*: the k-1 interpolated frames between the
+previous engine frame and the new one, then the new engine frame (index k-1). The scheduler gives
+every frame a presentation time so a group plays evenly over the measured engine interval:
+
+    pts(group n, frame i) = base_n + i * I / k          I: engine interval (moving average measured by the inference process)
+    base_n = clamp(pts of the previous frame + I / k, arrival_n, arrival_n + I / (2k))   (k > 1)
+    base_n = arrival_n                                                                   (k = 1)
+
+Times are monotonic. Arrival jitter below half a slot is absorbed (the group starts exactly one slot
+after the previous one); a late group starts on arrival. When a group arrives while frames of the
+previous one are still waiting, the previous run is shortened: its remaining interpolated frames are
+dropped, its engine frame is shown next, so no engine frame is lost and groups never interleave.
+
+When nothing is due, the sinks are kept fed at their fps with the last frame (`keepalive`).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from vcam.shm import FrameMeta
+
+
+@dataclass
+class Scheduled:
+    pts: float
+    frame: np.ndarray
+    meta: FrameMeta
+
+
+class PresentationScheduler:
+    def __init__(self, fps: float, smoothing: float = 0.2):
+        self.keepalive = 1.0 / fps
+        self.smoothing = smoothing
+        self.interval: float | None = None  # engine interval estimate, seconds
+        self.pending: deque[Scheduled] = deque()
+        self.last_arrival: float | None = None
+        self.last_pts: float | None = None
+        self.dropped_interpolated = 0
+
+    def push_group(self, frames: list[tuple[np.ndarray, FrameMeta]], now: float) -> None:
+        """Schedule a complete group (oldest first; the last one is the engine frame)."""
+        if not frames:
+            return
+        measured = frames[-1][1].engine_interval  # the inference process's own moving average
+        if measured > 0:
+            self.interval = measured
+        elif self.last_arrival is not None and now > self.last_arrival:
+            dt = now - self.last_arrival
+            self.interval = dt if self.interval is None else self.interval + self.smoothing * (dt - self.interval)
+        self.last_arrival = now
+        # shorten the current run: keep only its engine frames
+        if self.pending:
+            kept = [s for s in self.pending if s.meta.is_engine_frame]
+            self.dropped_interpolated += len(self.pending) - len(kept)
+            self.pending = deque(kept)
+            for s in self.pending:
+                s.pts = min(s.pts, now)
+        k = len(frames)
+        slot = self.interval / k if self.interval else 0.0
+        if self.pending:
+            base = now + slot / 2  # right after the shortened run's engine frame
+        elif self.last_pts is None or k == 1:
+            base = now  # nothing to spread: show it at once (latency first)
+        else:
+            base = min(max(self.last_pts + slot, now), now + slot / 2)
+        for i, (frame, meta) in enumerate(frames):
+            self.pending.append(Scheduled(base + i * slot, frame, meta))
+
+    def next_due(self) -> float | None:
+        return self.pending[0].pts if self.pending else None
+
+    def pop_due(self, now: float) -> Scheduled | None:
+        """The frame to show now, if one is due (the newest due one is not skipped ahead to: frames
+        are shown in order, one per call, so none is lost)."""
+        if self.pending and self.pending[0].pts <= now:
+            s = self.pending.popleft()
+            self.last_pts = s.pts
+            return s
+        return None
+
+    def keepalive_after(self, last_was_new: bool) -> float:
+        """Seconds after the last send before the last frame is repeated. After a new frame we allow
+        half a frame of grace, so an engine running at about the sinks' fps is never answered with a
+        repeat a moment before its next frame (that would show up as jitter)."""
+        return self.keepalive * (1.5 if last_was_new else 1.0)
+
+    def wake_time(self, last_send: float, last_was_new: bool) -> float:
+        """When the output loop should wake next: the next frame's time, or the keepalive time."""
+        keep = last_send + self.keepalive_after(last_was_new)
+        due = self.next_due()
+        return keep if due is None else min(due, keep)

@@ -1,0 +1,216 @@
+"""Shared-memory frame channels between the daemon's processes.
+
+A channel is one shared-memory segment holding a ring of slots; each slot is a small metadata record
+plus one RGB frame. The single writer never blocks (it overwrites the oldest slot); the single reader
+takes the newest complete frame (`read_latest`) or every frame it has not seen yet (`read_new`).
+
+No torn frames: each slot carries a sequence word in the style of a seqlock. The writer sets it to
+2*count+1 before touching the slot and to 2*count+2 after; a reader copies the slot and accepts the
+copy only if the word read before and after equals 2*count+2 for the count it wanted.
+
+One owner: the supervisor creates and unlinks segments (`FrameChannel.create`), children only
+`attach`, so a child that dies, even by kill -9, leaves nothing behind.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from multiprocessing import resource_tracker
+from multiprocessing.shared_memory import SharedMemory
+from typing import Any
+
+import numpy as np
+
+SHM_PREFIX = "fluxrt"
+
+# One metadata record per slot (64 bytes). `seq` is the seqlock word described above.
+META_DTYPE = np.dtype([
+    ("seq", "<i8"),
+    ("frame_id", "<i8"),
+    ("capture_ts", "<f8"),  # time.monotonic() when the source produced the frame
+    ("prompt_version", "<i8"),
+    ("group", "<i8"),  # engine output number (output channel); frames of one group play together
+    ("index", "<i4"),  # position within the group: 0 .. count-1, the last is the engine frame
+    ("count", "<i4"),
+    ("engine_interval", "<f8"),  # seconds between engine outputs as the writer measured it
+    ("write_ts", "<f8"),
+])
+_HEADER = 64  # write count (int64) + room
+
+
+@dataclass(frozen=True)
+class FrameMeta:
+    frame_id: int
+    capture_ts: float
+    prompt_version: int = 0
+    group: int = 0
+    index: int = 0
+    count: int = 1
+    engine_interval: float = 0.0
+    write_ts: float = 0.0
+
+    @property
+    def is_engine_frame(self) -> bool:
+        return self.index == self.count - 1
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """Everything a child needs to attach (picklable)."""
+
+    name: str
+    width: int
+    height: int
+    slots: int
+
+
+def new_segment_name(role: str) -> str:
+    return f"{SHM_PREFIX}-{role}-{secrets.token_hex(4)}"
+
+
+def _attach_untracked(name: str) -> SharedMemory:
+    """Attach without registering with the resource tracker: on Python < 3.13 an attaching process
+    registers the segment and its exit would unlink the supervisor's segment or drop its record."""
+    try:
+        return SharedMemory(name=name, track=False)  # type: ignore[call-arg]  # Python >= 3.13
+    except TypeError:
+        original = resource_tracker.register
+        resource_tracker.register = lambda *a, **k: None  # type: ignore[assignment]
+        try:
+            return SharedMemory(name=name)
+        finally:
+            resource_tracker.register = original  # type: ignore[assignment]
+
+
+class FrameChannel:
+    def __init__(self, shm: SharedMemory, spec: ChannelSpec, owner: bool):
+        self.spec, self._shm, self.owner = spec, shm, owner
+        self.frame_shape = (spec.height, spec.width, 3)
+        frame_bytes = spec.height * spec.width * 3
+        self._slot_bytes = META_DTYPE.itemsize + frame_bytes
+        buf = shm.buf
+        self._count = np.ndarray((1,), np.int64, buf, 0)  # frames written so far
+        self._meta = [np.ndarray((1,), META_DTYPE, buf, _HEADER + i * self._slot_bytes) for i in range(spec.slots)]
+        self._frames = [
+            np.ndarray(self.frame_shape, np.uint8, buf, _HEADER + i * self._slot_bytes + META_DTYPE.itemsize)
+            for i in range(spec.slots)
+        ]
+        self._last_read = -1
+
+    # ---- life cycle ------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, role: str, width: int, height: int, slots: int = 4) -> "FrameChannel":
+        if slots < 2:
+            raise ValueError("a channel needs at least 2 slots")
+        spec = ChannelSpec(new_segment_name(role), width, height, slots)
+        size = _HEADER + slots * (META_DTYPE.itemsize + width * height * 3)
+        shm = SharedMemory(name=spec.name, create=True, size=size)
+        ch = cls(shm, spec, owner=True)
+        ch._count[0] = 0
+        for m in ch._meta:
+            m[0]["seq"] = 0
+        return ch
+
+    @classmethod
+    def attach(cls, spec: ChannelSpec) -> "FrameChannel":
+        return cls(_attach_untracked(spec.name), spec, owner=False)
+
+    def close(self) -> None:
+        # drop numpy views first: SharedMemory.close() fails while buffers are exported
+        self._count = None  # type: ignore[assignment]
+        self._meta, self._frames = [], []
+        try:
+            self._shm.close()
+        except BufferError:
+            pass
+        if self.owner:
+            try:
+                self._shm.unlink()
+            except FileNotFoundError:
+                pass
+
+    # ---- writer ----------------------------------------------------------------------------------
+    def write(self, frame: np.ndarray, meta: FrameMeta) -> int:
+        """Publish `frame`; never blocks. Returns the frame's count (its position in the stream)."""
+        if frame.shape != self.frame_shape:
+            raise ValueError(f"frame shape {frame.shape} does not match channel {self.frame_shape}")
+        count = int(self._count[0])
+        slot = count % self.spec.slots
+        m = self._meta[slot]
+        m["seq"] = 2 * count + 1  # writing
+        np.copyto(self._frames[slot], frame)
+        m["frame_id"], m["capture_ts"], m["prompt_version"] = meta.frame_id, meta.capture_ts, meta.prompt_version
+        m["group"], m["index"], m["count"] = meta.group, meta.index, meta.count
+        m["engine_interval"], m["write_ts"] = meta.engine_interval, time.monotonic()
+        m["seq"] = 2 * count + 2  # complete
+        self._count[0] = count + 1
+        return count
+
+    # ---- reader ----------------------------------------------------------------------------------
+    @property
+    def written(self) -> int:
+        return int(self._count[0])
+
+    def _read(self, count: int, out: np.ndarray | None) -> tuple[np.ndarray, FrameMeta] | None:
+        slot = count % self.spec.slots
+        m = self._meta[slot]
+        done = 2 * count + 2
+        if int(m[0]["seq"]) != done:
+            return None
+        frame = np.copy(self._frames[slot]) if out is None else np.copyto(out, self._frames[slot]) or out
+        rec: Any = m[0].copy()
+        if int(m[0]["seq"]) != done:  # overwritten while we copied: torn, discard
+            return None
+        meta = FrameMeta(int(rec["frame_id"]), float(rec["capture_ts"]), int(rec["prompt_version"]),
+                         int(rec["group"]), int(rec["index"]), int(rec["count"]),
+                         float(rec["engine_interval"]), float(rec["write_ts"]))
+        return frame, meta
+
+    def read_latest(self, out: np.ndarray | None = None) -> tuple[np.ndarray, FrameMeta] | None:
+        """The newest complete frame not read before, or None."""
+        for _ in range(4):  # the writer can lap us at most a few times in a row
+            count = self.written - 1
+            if count <= self._last_read:
+                return None
+            got = self._read(count, out)
+            if got is not None:
+                self._last_read = count
+                return got
+        return None
+
+    def read_new(self) -> tuple[list[tuple[np.ndarray, FrameMeta]], int]:
+        """Every complete frame written since the last read, oldest first, and how many were lost
+        (overwritten before we got to them)."""
+        end = self.written
+        start = max(self._last_read + 1, end - self.spec.slots + 1)
+        lost = start - (self._last_read + 1)
+        frames = []
+        for count in range(start, end):
+            got = self._read(count, None)
+            if got is None:
+                lost += 1
+            else:
+                frames.append(got)
+        self._last_read = end - 1
+        return frames, lost
+
+
+class Doorbell:
+    """Wakes a channel's reader without polling. Ringing never blocks; waiting drains the rings."""
+
+    def __init__(self, ctx: Any):
+        self._sem = ctx.Semaphore(0)
+
+    def ring(self) -> None:
+        try:
+            self._sem.release()
+        except (ValueError, OverflowError):  # counter at its maximum: the reader is far behind anyway
+            pass
+
+    def wait(self, timeout: float) -> bool:
+        """True when rung before `timeout` seconds."""
+        rung = self._sem.acquire(timeout=max(0.0, timeout))
+        while rung and self._sem.acquire(False):
+            pass
+        return rung

@@ -1,0 +1,1 @@
+"""Sinks fed by the output process: virtual camera, MJPEG preview, file recording."""
