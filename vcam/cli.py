@@ -56,9 +56,310 @@ def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 
 # ---- daemon commands (vcam.daemon) ---------------------------------------------------------------
+DurationOpt = Annotated[Optional[float], typer.Option("--duration", help="Stop after this many seconds (default: until Ctrl-C).")]
+
+
+def _serve(cfg: Config, duration: float | None, banner: str) -> None:
+    """Start the daemon, say where to look, run until Ctrl-C / SIGTERM / duration, stop cleanly."""
+    import logging
+    import time
+
+    import threading
+
+    from vcam.control.api import ApiStartError
+    from vcam.daemon import Daemon, stop_on_signals
+
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("obsws_python").setLevel(logging.WARNING)  # it logs the password at INFO
+    stop = threading.Event()
+    stop_on_signals(stop)  # from the first moment: a signal during start-up still stops cleanly
+    daemon = Daemon(cfg)
+    try:
+        daemon.start()
+    except ApiStartError as e:
+        _fail([str(e)])
+    typer.echo(banner)
+    # the children report within a second; wait for the preview URL and the engine's first words
+    deadline = time.monotonic() + 5
+    st = daemon.status()
+    while time.monotonic() < deadline and not stop.is_set() and not (st["preview_url"] or not cfg.output.preview):
+        time.sleep(0.1)
+        st = daemon.status()
+    if st["preview_url"]:
+        typer.echo(f"  preview:        {st['preview_url']}  (open it in a browser)")
+    if st["control_url"]:
+        typer.echo(f"  control:        {st['control_url']}  (web page; `fluxrt-cam prompt \"...\"` from a shell)")
+    cam = (st["output"].get("sinks") or {}).get("virtual_camera")
+    if cfg.output.virtual_camera == "off":
+        typer.echo("  virtual camera: off (output.virtual_camera = \"off\")")
+    elif cam and cam.get("active"):
+        typer.echo(f"  virtual camera: {cfg.output.camera_label!r} on {cam.get('device')} - pick it in Zoom/Meet/OBS")
+    elif cam and cam.get("error"):
+        typer.echo(f"  virtual camera: not available - {cam['error']}")
+    typer.echo(f"  prompt:         {st['settings']['prompt']!r}")
+    typer.echo("  engine:         starting... (`fluxrt-cam status` shows it; Ctrl-C stops)")
+    daemon.run_forever(duration, stop)
+    typer.echo("stopped.")
+
+
+@app.command()
+def run(config: ConfigOpt = None, set_: SetOpt = None,
+        engine: Annotated[Optional[str], typer.Option(help="passthrough | flux2 | flux2-tiny | auto")] = None,
+        source: Annotated[Optional[str], typer.Option(help="synthetic | webcam | file")] = None,
+        prompt: Annotated[Optional[str], typer.Option(help="Starting prompt.")] = None,
+        duration: DurationOpt = None) -> None:
+    """Run the daemon: capture -> edit -> interpolate -> virtual camera."""
+    cfg = load(config, set_, **{"engine.name": engine, "source.kind": source, "prompt.text": prompt})
+    _serve(cfg, duration, "FluxRT Camera is running.")
+
+
+@app.command()
+def demo(config: ConfigOpt = None, set_: SetOpt = None, duration: DurationOpt = None) -> None:
+    """Run the daemon on the synthetic scene with the best available engine (tiny FLUX.2 on CPU)."""
+    cfg = load(config, set_, **{"source.kind": "synthetic"})
+    _serve(cfg, duration, "FluxRT Camera demo: a synthetic scene edited live.")
+
+
+@app.command()
+def status(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
+           url: Annotated[Optional[str], typer.Option(help="Daemon URL (default: from the config).")] = None) -> None:
+    """Show a running daemon's state: prompt, engine, fps, per-stage timings, errors."""
+    from vcam.control.client import ControlRequestError, DaemonUnavailable, client_for
+
+    cfg = load(config, set_)
+    try:
+        with client_for(cfg.control, url) as client:
+            st = client.status()
+    except (DaemonUnavailable, ControlRequestError) as e:
+        _fail([str(e)], code=1)
+    if as_json:
+        typer.echo(json.dumps(st, indent=2))
+        return
+    d = st.get("daemon", st)
+    s, inf, out = d["settings"], d.get("inference", {}), d.get("output", {})
+    lines = [
+        f"prompt      {s['prompt']!r} (version {s['prompt_version']}, preset {s['preset'] or '-'}, mode {s['mode']})",
+        f"engine      {inf.get('engine', '?')}  {inf.get('engine_fps', 0):.1f} fps  stages "
+        + ", ".join(f"{k} {v:.1f} ms" for k, v in (inf.get("stages_ms") or {}).items()),
+        f"interp      {inf.get('interpolator') or 'none'} x{inf.get('factor', 1)}"
+        + (f"  ({inf['interpolator_note']})" if inf.get("interpolator_note") else ""),
+        f"output      showing {out.get('showing', '?')}, {out.get('sent', 0)} frames sent, "
+        f"latency p50 {out.get('latency_p50_ms') or 0:.1f} ms",
+        f"preview     {d.get('preview_url') or '-'}",
+    ]
+    for role in ("inference", "output"):
+        c = d.get(role, {})
+        if c.get("last_error"):
+            lines.append(f"{role:<11} restarted {c.get('restarts', 0)}x, last error: {c['last_error']}")
+    for note in (inf.get("engine_note"), inf.get("engine_error")):
+        if note:
+            lines.append(f"note        {note}")
+    typer.echo("\n".join(lines))
+
+
+@app.command()
+def doctor(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Check Python, torch/CUDA, models, v4l2loopback, OBS: one row each with the fix."""
+    from dataclasses import asdict
+
+    from vcam.doctor import run_checks
+
+    rows = run_checks(load(config, set_))
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        return
+    width = max(len(r.name) for r in rows)
+    for r in rows:
+        typer.echo(f"{r.status:<4}  {r.name:<{width}}  {r.detail}" + (f"\n      {'':<{width}}  fix: {r.fix}" if r.fix else ""))
+    problems = sum(r.status == "FAIL" for r in rows)
+    typer.echo(f"{problems} problem(s) found." if problems else "All checks passed.")
+
+
+@app.command("setup-vcam")
+def setup_vcam(config: ConfigOpt = None, set_: SetOpt = None,
+               apply: Annotated[bool, typer.Option("--apply", help="Run the command (with sudo unless root).")] = False) -> None:
+    """Print (or run with --apply) the modprobe line that creates the "FluxRT Camera" device."""
+    import os
+    import shlex
+    import subprocess
+
+    from vcam.sinks.virtualcam import modprobe_command
+
+    cfg = load(config, set_)
+    command = modprobe_command(cfg.output.camera_label)
+    typer.echo(command)
+    if not apply:
+        return
+    argv = shlex.split(command)
+    if os.geteuid() == 0:
+        argv = argv[1:]  # no sudo needed
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True)
+    except FileNotFoundError as e:
+        _fail([f"cannot run {e.filename!r}: not installed on this machine",
+               "install kmod and the module: sudo apt install kmod v4l2loopback-dkms"], code=1)
+    if result.returncode != 0:
+        _fail([f"modprobe failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}",
+               "install the module first: sudo apt install v4l2loopback-dkms (Debian/Ubuntu); "
+               "containers and some cloud machines cannot load kernel modules"], code=1)
+    typer.echo("virtual camera device created.")
+
+
 # ---- engine / models commands (engine.flux2, vcam.models) ---------------------------------------
+ModelsDirOpt = Annotated[Optional[Path], typer.Option("--models-dir", help="Folder for weights (default: engine.models_dir).")]
+
+
+@models_app.command("download")
+def models_download(
+    name: Annotated[str, typer.Argument(help="klein-4b (Apache-2.0) | klein-9b, klein-9b-kv (FLUX non-commercial "
+                                             "licence) | taef2 | rife")],
+    config: ConfigOpt = None, set_: SetOpt = None, models_dir: ModelsDirOpt = None,
+) -> None:
+    """Download weights into the models folder, with progress bars."""
+    from vcam.models import LICENCES, NAMES, ModelDownloadError, download
+
+    if name not in NAMES:
+        _fail([f"unknown model {name!r}; choose one of {', '.join(NAMES)}"])
+    folder = models_dir or load(config, set_).engine.models_dir
+    typer.echo(f"{name}: licence {LICENCES[name]}; downloading into {Path(folder).expanduser()}")
+    try:
+        path = download(name, Path(folder))
+    except ModelDownloadError as e:
+        _fail([str(e)], code=1)
+    typer.echo(f"{name}: ready in {path}")
+
+
+@models_app.command("list")
+def models_list(config: ConfigOpt = None, set_: SetOpt = None, models_dir: ModelsDirOpt = None,
+                as_json: JsonOpt = False) -> None:
+    """What is in the models folder, and the command that fetches what is missing."""
+    from dataclasses import asdict
+
+    from vcam.models import inventory
+
+    folder = Path(models_dir or load(config, set_).engine.models_dir).expanduser()
+    rows = inventory(folder)
+    lines = [f"models in {folder}:"] + [
+        f"  {'ok ' if r.ok else '-- '} {r.name:<12} {r.detail}" + (f"\n       fix: {r.fix}" if r.fix else "") for r in rows]
+    emit({"models_dir": str(folder), "models": [asdict(r) for r in rows]}, as_json, "\n".join(lines))
+
 # ---- control commands (vcam.control) -------------------------------------------------------------
+UrlOpt = Annotated[Optional[str], typer.Option("--url", help="Daemon URL (default: from the config's [control]).")]
+
+
+def _control_call(cfg: Config, url: str | None, call: Any) -> dict[str, Any]:
+    """Run `call(client)` against the daemon; a missing daemon or a refused request exits 1 with the reason."""
+    from vcam.control.client import ControlRequestError, DaemonUnavailable, client_for
+    from vcam.control.token import TokenError
+
+    try:
+        with client_for(cfg.control, url) as client:
+            return call(client)
+    except (DaemonUnavailable, ControlRequestError, TokenError) as e:
+        _fail([str(e)], code=1)
+    raise AssertionError  # unreachable
+
+
+def _show_settings(s: dict[str, Any], as_json: bool) -> None:
+    emit(s, as_json, f"prompt {s['prompt']!r} (version {s['prompt_version']}, preset {s['preset'] or '-'})")
+
+
+@app.command("prompt")
+def prompt_cmd(text: Annotated[str, typer.Argument(help="The new prompt.")], config: ConfigOpt = None,
+               set_: SetOpt = None, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
+    """Set a running daemon's prompt."""
+    _show_settings(_control_call(load(config, set_), url, lambda c: c.set_prompt(text)), as_json)
+
+
+@app.command("preset")
+def preset_cmd(ref: Annotated[str, typer.Argument(metavar="NAME|N|next|prev",
+                                                  help="A preset name, its number (1 = first), next or prev.")],
+               config: ConfigOpt = None, set_: SetOpt = None, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
+    """Apply one of a running daemon's presets (numbers count from 1, as on the hotkeys and the web page)."""
+    target: str | int = ref
+    if ref.isdigit():
+        if int(ref) < 1:
+            _fail([f"preset number {ref}: numbers start at 1 (the first preset)"])
+        target = int(ref) - 1
+    _show_settings(_control_call(load(config, set_), url, lambda c: c.apply_preset(target)), as_json)
+
+
+@app.command("presets")
+def presets_cmd(config: ConfigOpt = None, set_: SetOpt = None, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
+    """List a running daemon's presets."""
+    r = _control_call(load(config, set_), url, lambda c: c.presets())
+    rows = [f"{'*' if p['name'] == r['current'] else ' '} {p['index'] + 1}. {p['name']}: {p['prompt']}" for p in r["presets"]]
+    emit(r, as_json, "\n".join(rows) or "no presets configured")
+
+
+@app.command("token")
+def token_cmd(config: ConfigOpt = None, set_: SetOpt = None,
+              rotate: Annotated[bool, typer.Option("--rotate", help="Replace the token with a new one.")] = False) -> None:
+    """Print the control API token (created on first use, mode 0600); needed when control.host is not loopback."""
+    from vcam.control.token import TokenError, create_token, ensure_token, token_path
+
+    path = token_path(load(config, set_).control.token_file)
+    try:
+        token, created = (create_token(path, replace=True), True) if rotate else ensure_token(path)
+    except (TokenError, OSError) as e:
+        _fail([f"token file {path}: {e}"], code=1)
+    typer.echo(f"{'new token written to' if created else 'token from'} {path} (clients send it as "
+               f"`Authorization: Bearer <token>`):", err=True)
+    typer.echo(token)
+
+
+@app.command("hotkeys")
+def hotkeys_cmd(config: ConfigOpt = None, set_: SetOpt = None, url: UrlOpt = None) -> None:
+    """Global hotkeys: ctrl+alt+1..9 apply presets 1..9, ctrl+alt+n / ctrl+alt+p next / previous (needs a desktop)."""
+    from vcam.control.client import ControlRequestError, DaemonUnavailable, client_for
+    from vcam.control.hotkeys import GlobalHotkeys, HotkeysUnavailable, bindings
+    from vcam.control.token import TokenError
+
+    cfg = load(config, set_)
+    try:
+        client = client_for(cfg.control, url)
+        client.presets()  # a missing daemon or token is reported now, not at the first key press
+        keys = GlobalHotkeys(client, report=typer.echo).start()
+    except (HotkeysUnavailable, TokenError, DaemonUnavailable, ControlRequestError) as e:
+        _fail([str(e)], code=1)
+    typer.echo(f"listening for {', '.join(bindings())} -> {client.url}; Ctrl-C stops")
+    try:
+        keys.join()
+    except KeyboardInterrupt:
+        keys.stop()
+
+
 # ---- benchmarks ----------------------------------------------------------------------------------
+
+
+@bench_app.command("engine")
+def bench_engine(
+    config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
+    frames: Annotated[int, typer.Option(help="Timed frames (after warm-up).", min=1)] = 3,
+    warmup: Annotated[int, typer.Option(help="Warm-up frames (text encoding, allocations).", min=0)] = 1,
+    tiny_preset: Annotated[Optional[str], typer.Option(help="flux2-tiny size: test | demo | bench.")] = None,
+) -> None:
+    """Per-stage ms and frames/s of the configured engine on this device (flux2-tiny on a CPU)."""
+    from engine.errors import EngineConfigError
+    from vcam.bench.engine import run, table
+
+    cfg = load(config, set_)
+    try:
+        result = run(cfg, frames_n=frames, warmup=warmup, tiny_preset=tiny_preset)
+    except EngineConfigError as e:
+        _fail([str(e)])
+    emit(result, as_json, table(result))
+
+
+@bench_app.command("pipeline")
+def bench_pipeline(as_json: JsonOpt = False,
+                   seconds: Annotated[float, typer.Option(help="Steady-state seconds per resolution.")] = 5.0,
+                   pacing_seconds: Annotated[float, typer.Option(help="Seconds of the pacing run.")] = 10.0) -> None:
+    """Daemon overhead: latency, channel throughput, jitter, idle CPU, interpolation pacing."""
+    from vcam.bench.pipeline import format_table, run_bench
+
+    result = run_bench(seconds=seconds, pacing_seconds=pacing_seconds)
+    emit(result, as_json, format_table(result))
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from vcam.capture import CaptureThread
@@ -87,18 +88,26 @@ class Daemon:
             "obs": self.bridge.status() if self.bridge is not None else {"enabled": False},
         }
 
-    def run_forever(self, duration: float | None = None) -> None:
-        """Run until SIGINT/SIGTERM (or `duration` seconds), then stop cleanly."""
-        done = threading.Event()
-
-        def _handler(signum: int, _frame: Any) -> None:
-            log.info("signal %d: stopping", signum)
-            done.set()
-
-        old = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    def run_forever(self, duration: float | None = None, stop: threading.Event | None = None) -> None:
+        """Run until `stop` is set (by default: SIGINT/SIGTERM) or `duration` seconds pass, then stop."""
+        restore = None
+        if stop is None:
+            stop = threading.Event()
+            restore = stop_on_signals(stop)
         try:
-            done.wait(duration)
+            stop.wait(duration)
         finally:
-            for sig, h in old.items():
-                signal.signal(sig, h)
+            if restore:
+                restore()
             self.stop()
+
+
+def stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    """Set `stop` on SIGINT/SIGTERM; returns a function that restores the previous handlers."""
+
+    def _handler(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    old = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return lambda: [signal.signal(sig, h) for sig, h in old.items()] and None

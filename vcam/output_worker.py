@@ -21,7 +21,7 @@ from vcam.shm import FrameChannel, FrameMeta
 
 log = logging.getLogger(__name__)
 STATUS_EVERY_S = 0.5
-WINDOW_S = 5.0  # latency / interval statistics cover the last few seconds
+WINDOW_S = 10.0  # latency / interval statistics cover the last few seconds
 
 
 def _pct(values: deque[float], q: float) -> float | None:

@@ -1,0 +1,40 @@
+"""Shared helpers for tests that run the real daemon (processes, shared memory, camera backend)."""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vcam.config import Config, load_config
+from vcam.shm import SHM_PREFIX
+
+BACKEND = "tests.camera_backend:RecordingBackend"
+
+
+def shm_names() -> set[str]:
+    return {f for f in os.listdir("/dev/shm") if f.startswith(SHM_PREFIX)}
+
+
+def wait_until(pred: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def daemon_config(camera_log: Path, **overrides: Any) -> Config:
+    """A small, fast daemon: passthrough engine, synthetic source, the recording camera backend."""
+    os.environ["FLUXRT_TEST_CAMERA_LOG"] = str(camera_log)  # inherited by the spawned output process
+    base = {
+        "engine.name": "passthrough", "engine.width": 128, "engine.height": 96,
+        "source.kind": "synthetic", "source.capture_width": 320, "source.capture_height": 240, "source.fps": 30,
+        "interpolation.method": "none", "output.fps": 30, "output.virtual_camera": "on",
+        "output.camera_backend": BACKEND, "output.preview_port": 0, "control.enabled": False, "log_level": "warning",
+    }
+    base.update(overrides)
+    return load_config(None, base)

@@ -1,0 +1,158 @@
+"""The daemon end to end with real processes, shared memory and the real pyvirtualcam Camera."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import cv2
+import numpy as np
+import pytest
+
+from tests.camera_backend import read_log
+from tests.daemon_helpers import daemon_config, shm_names, wait_until
+from vcam.daemon import Daemon
+
+pytestmark = pytest.mark.timeout(120)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def camera_log(tmp_path):
+    return tmp_path / "camera.log"
+
+
+def frames_between(log: Path, t0: float, t1: float) -> np.ndarray:
+    return np.array([r[0] for r in read_log(log) if t0 <= r[0] <= t1])
+
+
+def test_frames_flow_to_the_virtual_camera_with_metadata(camera_log):
+    before = shm_names()
+    d = Daemon(daemon_config(camera_log))
+    d.start()
+    try:
+        wait_until(lambda: d.status()["output"].get("new", 0) > 20)
+        st = d.status()
+        cam = st["output"]["sinks"]["virtual_camera"]
+        assert cam["active"] and cam["backend"] == "tests.camera_backend:RecordingBackend"
+        last = st["output"]["last_frame"]
+        assert last["prompt_version"] == st["settings"]["prompt_version"] and last["frame_id"] > 0
+        assert st["output"]["latency_p50_ms"] < 200
+        rows = read_log(camera_log)
+        assert rows[-1][3] == 128 * 96 * 3 and rows[-1][2] > 10  # real picture content, not black
+        # a prompt change: later frames carry the new prompt_version
+        new = d.state.set_prompt("pencil sketch").prompt_version
+        wait_until(lambda: d.status()["output"]["last_frame"]["prompt_version"] == new, timeout=5)
+    finally:
+        d.stop()
+    assert shm_names() == before
+
+
+@pytest.mark.parametrize("role", ["inference", "output"])
+def test_kill_9_of_a_child_restarts_it_and_the_camera_keeps_receiving(camera_log, role):
+    before = shm_names()
+    d = Daemon(daemon_config(camera_log))
+    d.start()
+    try:
+        wait_until(lambda: d.status()["output"].get("new", 0) > 10)
+        pid = d.status()[role]["pid"]
+        t_kill = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: d.status()[role]["restarts"] == 1 and d.status()[role]["alive"], timeout=2.0)
+        assert time.monotonic() - t_kill < 2.0
+        assert "killed by signal 9" in d.status()[role]["last_error"]
+        t_back = time.monotonic()
+        # new frames reach the camera again
+        wait_until(lambda: len(frames_between(camera_log, t_back + 0.5, time.monotonic())) > 15, timeout=15)
+        if role == "inference":
+            # the output process never stopped feeding the camera at its fps
+            gaps = np.diff(frames_between(camera_log, t_kill - 0.5, time.monotonic()))
+            assert gaps.max() < 0.1, gaps.max()
+        assert shm_names() - before  # the segments are still there while running
+    finally:
+        d.stop()
+    assert shm_names() == before
+
+
+def test_stalled_engine_shows_status_card_and_camera_keeps_its_fps(camera_log):
+    d = Daemon(daemon_config(camera_log, **{"output.stall_timeout_s": 0.3}))
+    d.start()
+    try:
+        wait_until(lambda: d.status()["output"].get("new", 0) > 5)
+        d.state.update(mode="paused")
+        wait_until(lambda: d.status()["output"]["showing"] == "card", timeout=5)
+        t0 = time.monotonic()
+        time.sleep(1.0)
+        times = frames_between(camera_log, t0, time.monotonic())
+        assert 24 <= len(times) <= 34  # ~30 fps while nothing new comes
+        d.state.update(mode="live")
+        wait_until(lambda: d.status()["output"]["showing"] == "frames", timeout=5)
+    finally:
+        d.stop()
+
+
+def test_engine_that_cannot_start_is_reported_and_frames_keep_flowing(camera_log, tmp_path):
+    d = Daemon(daemon_config(camera_log, **{"engine.name": "flux2", "engine.model": str(tmp_path / "no-such-model")}))
+    d.start()
+    try:
+        err = wait_until(lambda: d.status()["inference"].get("engine_error"), timeout=60)
+        assert "no-such-model" in err and "pass through" in err
+        wait_until(lambda: d.status()["output"].get("new", 0) > 10)
+    finally:
+        d.stop()
+
+
+def test_mjpeg_preview_over_real_http(camera_log):
+    d = Daemon(daemon_config(camera_log, **{"output.virtual_camera": "off"}))
+    d.start()
+    try:
+        url = wait_until(lambda: d.status()["preview_url"])
+        assert url.startswith("http://127.0.0.1:")
+        wait_until(lambda: d.status()["output"].get("new", 0) > 3)
+        page = httpx.get(url, timeout=5)
+        assert page.status_code == 200 and "stream.mjpg" in page.text
+        jpg = httpx.get(url + "frame.jpg", timeout=5)
+        img = cv2.imdecode(np.frombuffer(jpg.content, np.uint8), cv2.IMREAD_COLOR)
+        assert jpg.headers["content-type"] == "image/jpeg" and img.shape == (96, 128, 3)
+        with httpx.stream("GET", url + "stream.mjpg", timeout=5) as r:
+            assert r.headers["content-type"].startswith("multipart/x-mixed-replace")
+            data = b""
+            for chunk in r.iter_bytes():
+                data += chunk
+                if data.count(b"--fluxrtframe") >= 2:
+                    break
+        assert data.count(b"Content-Type: image/jpeg") >= 1
+    finally:
+        d.stop()
+
+
+def _run_cli(camera_log: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "FLUXRT_TEST_CAMERA_LOG": str(camera_log), "PYTHONPATH": str(REPO)}
+    sets = ["engine.name=passthrough", "engine.width=128", "engine.height=96", "interpolation.method=none",
+            f"output.camera_backend={daemon_config(camera_log).output.camera_backend}", "output.virtual_camera=on",
+            "output.preview_port=0", "control.port=0", *extra]
+    args = [a for s in sets for a in ("--set", s)]
+    return subprocess.Popen([sys.executable, "-m", "vcam.cli", "run", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
+def test_cli_run_leaves_nothing_in_dev_shm(camera_log, how):
+    before = shm_names()
+    p = _run_cli(camera_log)
+    try:
+        wait_until(lambda: camera_log.exists() and len(read_log(camera_log)) > 10, timeout=60)
+        assert shm_names() - before
+        p.send_signal(getattr(signal, how))
+        p.wait(timeout=20)
+        if how != "SIGKILL":
+            assert p.returncode == 0, p.stderr.read()
+            assert "preview:" in p.stdout.read()
+        # after kill -9 of the supervisor the children notice and exit, and multiprocessing's
+        # resource tracker unlinks the segments the supervisor created
+        wait_until(lambda: shm_names() == before, timeout=15)
+    finally:
+        if p.poll() is None:
+            p.kill()

@@ -1,0 +1,124 @@
+import multiprocessing as mp
+import os
+import time
+import zlib
+
+import numpy as np
+import pytest
+
+from vcam.shm import SHM_PREFIX, Doorbell, FrameChannel, FrameMeta
+
+W, H = 160, 96
+
+
+def pattern(i: int) -> np.ndarray:
+    # every byte depends on the frame number, so a frame mixed from two writes cannot pass
+    base = np.arange(H * W * 3, dtype=np.uint32).reshape(H, W, 3)
+    return ((base * 31 + i * 97) % 251).astype(np.uint8)
+
+
+def _writer(spec, bell, n):
+    ch = FrameChannel.attach(spec)
+    for i in range(n):
+        ch.write(pattern(i), FrameMeta(i, time.monotonic(), prompt_version=i % 7))
+        bell.ring()
+    ch.close()
+
+
+def shm_names() -> set[str]:
+    return {f for f in os.listdir("/dev/shm") if f.startswith(SHM_PREFIX)}
+
+
+@pytest.mark.timeout(120)
+def test_no_torn_frames_under_concurrent_writer_and_reader():
+    ctx = mp.get_context("spawn")
+    ch = FrameChannel.create("test", W, H, slots=3)
+    bell = Doorbell(ctx)
+    n = 6000
+    p = ctx.Process(target=_writer, args=(ch.spec, bell, n))
+    p.start()
+    seen, last_id = 0, -1
+    try:
+        while p.is_alive() or ch.written > last_id + 1:
+            bell.wait(0.05)
+            got = ch.read_latest()
+            if got is None:
+                continue
+            frame, meta = got
+            assert meta.frame_id > last_id  # the newest, never going back
+            assert zlib.crc32(frame.tobytes()) == zlib.crc32(pattern(meta.frame_id).tobytes()), meta
+            assert meta.prompt_version == meta.frame_id % 7
+            last_id = meta.frame_id
+            seen += 1
+        p.join(10)
+        assert p.exitcode == 0
+        assert last_id == n - 1  # the final frame is always readable
+        assert seen > 100  # the reader really ran alongside the writer
+    finally:
+        ch.close()
+
+
+def test_latest_frame_wins_and_is_read_once():
+    ch = FrameChannel.create("test", W, H, slots=3)
+    try:
+        for i in range(5):
+            ch.write(pattern(i), FrameMeta(i, 0.0))
+        frame, meta = ch.read_latest()
+        assert meta.frame_id == 4 and np.array_equal(frame, pattern(4))
+        assert ch.read_latest() is None  # nothing new
+        ch.write(pattern(5), FrameMeta(5, 0.0))
+        assert ch.read_latest()[1].frame_id == 5
+    finally:
+        ch.close()
+
+
+def test_read_new_returns_every_unseen_frame_in_order_and_counts_losses():
+    ch = FrameChannel.create("test", W, H, slots=4)
+    try:
+        for i in range(3):
+            ch.write(pattern(i), FrameMeta(i, 0.0, group=1, index=i, count=3))
+        frames, lost = ch.read_new()
+        assert [m.frame_id for _, m in frames] == [0, 1, 2] and lost == 0
+        assert frames[-1][1].is_engine_frame and not frames[0][1].is_engine_frame
+        for i in range(3, 12):  # more than the ring holds
+            ch.write(pattern(i), FrameMeta(i, 0.0))
+        frames, lost = ch.read_new()
+        assert [m.frame_id for _, m in frames] == [9, 10, 11] and lost == 6
+    finally:
+        ch.close()
+
+
+def test_wrong_frame_shape_is_refused():
+    ch = FrameChannel.create("test", W, H, slots=2)
+    try:
+        with pytest.raises(ValueError, match="does not match"):
+            ch.write(np.zeros((H, W + 1, 3), np.uint8), FrameMeta(0, 0.0))
+    finally:
+        ch.close()
+
+
+def _attach_and_die(spec):
+    FrameChannel.attach(spec)
+    os._exit(0)  # no cleanup at all, as after a crash
+
+
+def test_owner_unlinks_and_attachers_never_do():
+    before = shm_names()
+    ch = FrameChannel.create("test", W, H, slots=2)
+    assert ch.spec.name in shm_names()
+    p = mp.get_context("spawn").Process(target=_attach_and_die, args=(ch.spec,))
+    p.start()
+    p.join(30)
+    assert ch.spec.name in shm_names()  # a child's exit does not remove the supervisor's segment
+    ch.close()
+    assert shm_names() == before
+
+
+def test_doorbell_wakes_and_times_out():
+    bell = Doorbell(mp.get_context("spawn"))
+    t0 = time.monotonic()
+    assert bell.wait(0.05) is False and time.monotonic() - t0 >= 0.04
+    bell.ring()
+    bell.ring()
+    assert bell.wait(1.0) is True
+    assert bell.wait(0.0) is False  # both rings were drained

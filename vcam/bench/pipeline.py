@@ -1,0 +1,136 @@
+"""`fluxrt-cam bench pipeline`: the daemon's own overhead, measured on the real processes.
+
+Passthrough engine, synthetic source at 30 fps, the real pyvirtualcam Camera on a null backend:
+- added latency capture -> sink (p50/p95), output interval jitter (std) over the output window;
+- shared-memory channel throughput (write + read of whole frames);
+- scheduler CPU use when idle (engine paused, the camera still fed);
+- pacing: a fixed 8 frames/s engine with factor 4 (blend) shown at 32 fps: interval std and whether
+  any engine frame was dropped or shown twice.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import psutil
+
+from vcam.config import Config, load_config
+from vcam.daemon import Daemon
+from vcam.shm import FrameChannel, FrameMeta
+
+RESOLUTIONS = ((512, 512), (1280, 720))
+
+
+def channel_throughput(width: int, height: int, seconds: float = 0.5) -> float:
+    """GB/s of frames moved through a channel (each frame written once and read once)."""
+    ch = FrameChannel.create("bench", width, height, slots=3)
+    reader = FrameChannel.attach(ch.spec)
+    frame = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    out = np.empty_like(frame)
+    n = 0
+    try:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            ch.write(frame, FrameMeta(n, time.monotonic()))
+            assert reader.read_latest(out) is not None
+            n += 1
+        dt = time.perf_counter() - t0
+    finally:
+        reader.close()
+        ch.close()
+    return n * frame.nbytes / dt / 1e9
+
+
+def _config(width: int, height: int, fps: float, **extra: Any) -> Config:
+    overrides = {
+        "engine.name": "passthrough", "engine.width": width, "engine.height": height,
+        "source.kind": "synthetic", "source.fps": fps, "source.capture_width": 1280, "source.capture_height": 720,
+        "interpolation.method": "none", "output.fps": fps, "output.virtual_camera": "on",
+        "output.camera_backend": "null", "output.preview": False, "control.enabled": False, "log_level": "warning",
+    }
+    overrides.update(extra)
+    return load_config(None, overrides)
+
+
+def _wait_for_frames(d: Daemon, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if d.status()["output"].get("new", 0) > 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the daemon produced no frame in {timeout:.0f} s: {d.status()}")
+
+
+def _process_cpu_pct(pid: int, seconds: float) -> float:
+    p = psutil.Process(pid)
+    c0, t0 = sum(p.cpu_times()[:2]), time.monotonic()
+    time.sleep(seconds)
+    return (sum(p.cpu_times()[:2]) - c0) / (time.monotonic() - t0) * 100
+
+
+def measure_resolution(width: int, height: int, fps: float, seconds: float) -> dict[str, Any]:
+    d = Daemon(_config(width, height, fps))
+    d.start()
+    try:
+        _wait_for_frames(d)
+        time.sleep(seconds)  # the output's statistics window now holds only steady-state frames
+        out = d.status()["output"]
+        d.state.update(mode="paused")
+        time.sleep(0.5)
+        idle = _process_cpu_pct(out["pid"], 2.0)
+    finally:
+        d.stop()
+    return {
+        "resolution": f"{width}x{height}", "fps": fps,
+        "latency_p50_ms": out["latency_p50_ms"], "latency_p95_ms": out["latency_p95_ms"],
+        "jitter_std_ms": out["interval_std_ms"],
+        "channel_gbps": channel_throughput(width, height),
+        "idle_cpu_pct": idle,
+    }
+
+
+def measure_pacing(engine_fps: float = 8.0, factor: int = 4, seconds: float = 10.0) -> dict[str, Any]:
+    """A fixed-rate engine (the source paces it) with `factor` interpolation shown at engine_fps*factor."""
+    out_fps = engine_fps * factor
+    cfg = _config(512, 512, engine_fps, **{"output.fps": out_fps, "interpolation.method": "blend",
+                                            "interpolation.factor": factor})
+    d = Daemon(cfg)
+    d.start()
+    try:
+        _wait_for_frames(d)
+        time.sleep(1.0)
+        a = d.status()
+        time.sleep(seconds)
+        b = d.status()
+    finally:
+        d.stop()
+    o0, o1 = a["output"], b["output"]
+    delta = {k: o1[k] - o0[k] for k in ("groups", "engine_frames_shown", "repeats", "dropped_interpolated", "lost")}
+    return {
+        "engine_fps": engine_fps, "factor": factor, "output_fps": out_fps, "seconds": seconds,
+        "interval_mean_ms": o1["interval_mean_ms"], "interval_std_ms": o1["interval_std_ms"],
+        "engine_frames_made": b["inference"]["frames"] - a["inference"]["frames"],
+        "engine_frames_received": delta["groups"], "engine_frames_shown": delta["engine_frames_shown"],
+        "repeated_frames": delta["repeats"], "dropped_interpolated": delta["dropped_interpolated"],
+        "lost_frames": delta["lost"],
+    }
+
+
+def run_bench(seconds: float = 5.0, pacing_seconds: float = 10.0, fps: float = 30.0,
+              resolutions: tuple[tuple[int, int], ...] = RESOLUTIONS) -> dict[str, Any]:
+    results = [measure_resolution(w, h, fps, seconds) for w, h in resolutions]
+    return {"device": "cpu", "results": results, "pacing": measure_pacing(seconds=pacing_seconds)}
+
+
+def format_table(r: dict[str, Any]) -> str:
+    lines = [f"{'resolution':>10} {'fps':>4} {'lat p50':>8} {'lat p95':>8} {'jitter':>7} {'channel':>10} {'idle cpu':>9}"]
+    for x in r["results"]:
+        lines.append(f"{x['resolution']:>10} {x['fps']:>4.0f} {x['latency_p50_ms']:>6.2f}ms {x['latency_p95_ms']:>6.2f}ms "
+                     f"{x['jitter_std_ms']:>5.2f}ms {x['channel_gbps']:>6.2f}GB/s {x['idle_cpu_pct']:>8.2f}%")
+    p = r["pacing"]
+    lines.append(f"pacing: {p['engine_fps']:.0f} engine fps x{p['factor']} (blend) -> {p['output_fps']:.0f} fps over "
+                 f"{p['seconds']:.0f} s: interval {p['interval_mean_ms']:.2f} ms, std {p['interval_std_ms']:.2f} ms; "
+                 f"engine frames {p['engine_frames_made']} made, {p['engine_frames_shown']} shown, "
+                 f"{p['repeated_frames']} repeats, {p['dropped_interpolated']} interpolated dropped, {p['lost_frames']} lost")
+    return "\n".join(lines)
