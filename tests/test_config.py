@@ -95,3 +95,20 @@ def test_cli_config_show_applies_flags():
     assert "steps = 3" in r.stdout and 'text = "neon city"' in r.stdout
     bad = _cli("config", "show", "--set", "engine.steps")
     assert bad.returncode == 2 and "expected KEY=VALUE" in bad.stderr
+
+
+def _keys(model, prefix=""):
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _keys(ann, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+def test_readme_documents_every_config_key():
+    readme = (REPO / "README.md").read_text()
+    missing = [k for k in _keys(Config) if k not in ("presets", "scenes") and f"`{k}`" not in readme]
+    assert not missing, f"README's configuration reference lacks {missing}"
