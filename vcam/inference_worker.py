@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,14 +55,14 @@ def build_engine(cfg: Config) -> tuple[Engine, str | None, str | None]:
         return PassthroughEngine(), note, f"engine {name} failed to start: {e}; frames pass through unedited"
 
 
-def build_interpolator(method: str, factor: int, model_path: str | None, device: str) -> tuple[Interpolator | None, str | None]:
+def build_interpolator(method: str, factor: int, model_path: str | None, device: str,
+                       models_dir: Path) -> tuple[Interpolator | None, str | None]:
     if method == "none" or factor <= 1:
         return None, None
     from engine.interp import create_interpolator
 
-    from pathlib import Path
-
-    return create_interpolator(method, device=device, model_path=Path(model_path) if model_path else None)
+    return create_interpolator(method, device=device, model_path=Path(model_path) if model_path else None,
+                               models_dir=models_dir.expanduser())
 
 
 class InferenceWorker:
@@ -100,7 +101,8 @@ class InferenceWorker:
         if key != self.interp_key:
             self.interp_key = key
             try:
-                self.interp, self.interp_note = build_interpolator(key[0], key[1], key[2], self.device())
+                self.interp, self.interp_note = build_interpolator(key[0], key[1], key[2], self.device(),
+                                                                   self.cfg.engine.models_dir)
             except Exception as e:  # noqa: BLE001 - even flow failed: blend is always possible
                 from engine.interp.blend import BlendInterpolator
 
