@@ -156,3 +156,51 @@ def test_cli_run_leaves_nothing_in_dev_shm(camera_log, how):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_interpolated_groups_reach_the_camera_in_order(camera_log):
+    d = Daemon(daemon_config(camera_log, **{"interpolation.method": "blend", "interpolation.factor": 3,
+                                            "source.fps": 10, "output.fps": 30}))
+    d.start()
+    try:
+        wait_until(lambda: d.status()["output"].get("groups", 0) > 8, timeout=30)
+        out, inf = d.status()["output"], d.status()["inference"]
+        assert inf["interpolator"] == "blend" and inf["factor"] == 3
+        assert out["new"] >= 2 * out["groups"]  # interpolated frames were shown between engine frames
+        assert out["engine_frames_shown"] >= out["groups"] - 1  # none lost (one may be in flight)
+    finally:
+        d.stop()
+
+
+def test_corrupt_rife_checkpoint_falls_back_to_flow_and_says_so(camera_log, tmp_path):
+    bad = tmp_path / "flownet.pkl"
+    bad.write_bytes(b"this is not a checkpoint")
+    d = Daemon(daemon_config(camera_log, **{"interpolation.method": "rife-v4.25", "interpolation.factor": 2,
+                                            "interpolation.model_path": str(bad)}))
+    d.start()
+    try:
+        note = wait_until(lambda: d.status()["inference"].get("interpolator_note"), timeout=60)
+        assert d.status()["inference"]["interpolator"] == "flow"
+        assert str(bad) in note or "flownet.pkl" in note
+        wait_until(lambda: d.status()["output"].get("new", 0) > 10)
+    finally:
+        d.stop()
+
+
+def test_preview_port_in_use_is_reported_and_the_camera_still_runs(camera_log):
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    d = Daemon(daemon_config(camera_log, **{"output.preview_port": port}))
+    d.start()
+    try:
+        wait_until(lambda: d.status()["output"].get("new", 0) > 10)
+        out = d.status()["output"]
+        assert out["restarts"] == 0 and out["preview_url"] is None
+        assert f"127.0.0.1:{port}" in out["preview_error"] and "preview_port" in out["preview_error"]
+    finally:
+        d.stop()
+        taken.close()

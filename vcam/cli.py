@@ -97,9 +97,34 @@ def _serve(cfg: Config, duration: float | None, banner: str) -> None:
     elif cam and cam.get("error"):
         typer.echo(f"  virtual camera: not available - {cam['error']}")
     typer.echo(f"  prompt:         {st['settings']['prompt']!r}")
-    typer.echo("  engine:         starting... (`fluxrt-cam status` shows it; Ctrl-C stops)")
+    _wait_for_engine(daemon, stop)
+    typer.echo("Ctrl-C stops; `fluxrt-cam status` shows fps and timings.")
     daemon.run_forever(duration, stop)
     typer.echo("stopped.")
+
+
+def _wait_for_engine(daemon: Any, stop: Any, timeout: float = 600) -> None:
+    """Show a spinner while the inference process builds its engine (the first tiny-model build and
+    large weights take a while), then say which engine runs and why."""
+    import time
+
+    from rich.console import Console
+
+    deadline = time.monotonic() + timeout
+    with Console(stderr=True).status("building the engine..."):
+        while not stop.is_set() and time.monotonic() < deadline:
+            inf = daemon.status()["inference"]
+            if inf.get("phase") == "running":
+                break
+            time.sleep(0.2)
+    inf = daemon.status()["inference"]
+    if inf.get("phase") != "running":
+        typer.echo("  engine:         still starting (see `fluxrt-cam status`)")
+        return
+    typer.echo(f"  engine:         {inf.get('engine')}")
+    for key in ("engine_note", "engine_error", "interpolator_note"):
+        if inf.get(key):
+            typer.echo(f"  note:           {inf[key]}")
 
 
 @app.command()
@@ -359,6 +384,29 @@ def bench_pipeline(as_json: JsonOpt = False,
     from vcam.bench.pipeline import format_table, run_bench
 
     result = run_bench(seconds=seconds, pacing_seconds=pacing_seconds)
+    emit(result, as_json, format_table(result))
+
+
+@bench_app.command("interp")
+def bench_interp(
+    config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
+    size: Annotated[int, typer.Option(help="Square frame size in pixels.", min=32, max=2048)] = 512,
+    cases: Annotated[Optional[int], typer.Option(help="Use the first N non-periodic motion cases (default: all).", min=1)] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated: rife-v4.25,rife-v3-hd,flow,blend.")] = "rife-v4.25,rife-v3-hd,flow,blend",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+) -> None:
+    """ms per interpolated frame and PSNR on the synthetic motion set, per interpolator (weights from engine.models_dir or ../shared/models)."""
+    from vcam.bench.interp import METHODS, format_table, run
+
+    cfg = load(config, set_)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown or not chosen:
+        _fail([f"--methods: unknown {unknown or chosen}; choose from {', '.join(METHODS)}"])
+    try:
+        result = run(size=size, methods=chosen, cases=cases, device=device, models_dir=cfg.engine.models_dir)
+    except ValueError as e:
+        _fail([str(e)])
     emit(result, as_json, format_table(result))
 
 

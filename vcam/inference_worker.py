@@ -112,6 +112,7 @@ class InferenceWorker:
     def status(self) -> dict[str, Any]:
         s = self.settings
         return {
+            "phase": "running",
             "engine": getattr(self.engine, "name", type(self.engine).__name__),
             "engine_note": self.engine_note,
             "engine_error": self.engine_error,
@@ -130,6 +131,7 @@ class InferenceWorker:
         }
 
     def run(self) -> None:
+        report(self.links, "inference", {"phase": "building engine"})
         self.engine, self.engine_note, self.engine_error = build_engine(self.cfg)
         next_report = 0.0
         while parent_alive():

@@ -41,10 +41,16 @@ class OutputWorker:
 
             self.sinks["virtual_camera"] = VirtualCameraSink(o.camera_label, self.width, self.height, o.fps,
                                                              backend=o.camera_backend)
+        self.preview_error: str | None = None
         if o.preview:
             from vcam.sinks.preview import PreviewSink
 
-            self.sinks["preview"] = PreviewSink(o.preview_host, o.preview_port, o.fps)
+            try:
+                self.sinks["preview"] = PreviewSink(o.preview_host, o.preview_port, o.fps)
+            except OSError as e:  # port taken (another daemon?): run without preview rather than crash-loop
+                self.preview_error = (f"preview not started: cannot listen on {o.preview_host}:{o.preview_port} "
+                                      f"({e.strerror}); set output.preview_port to a free port (0 picks one)")
+                log.error("%s", self.preview_error)
         if o.record_path is not None:
             from vcam.sinks.recorder import RecorderSink
 
@@ -145,6 +151,7 @@ class OutputWorker:
             **self.counts,
             "sinks": {name: dict(sink.status) for name, sink in self.sinks.items()},
             "preview_url": self.sinks["preview"].url if "preview" in self.sinks else None,
+            "preview_error": self.preview_error,
         }
 
     def run(self) -> None:
