@@ -9,7 +9,7 @@ def test_bench_pipeline_smoke():
     assert r["device"] == "cpu" and len(r["results"]) == 1
     row = r["results"][0]
     assert set(row) == {"resolution", "fps", "latency_p50_ms", "latency_p95_ms", "jitter_std_ms", "channel_gbps",
-                        "idle_cpu_pct"}
+                        "idle_cpu_pct", "daemon_idle_cpu_pct"}
     assert row["resolution"] == "128x96" and row["fps"] == 30
     assert 0 < row["latency_p50_ms"] <= row["latency_p95_ms"] < 1000
     assert 0 <= row["jitter_std_ms"] < 100 and row["channel_gbps"] > 0 and 0 <= row["idle_cpu_pct"] < 100

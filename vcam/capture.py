@@ -27,18 +27,31 @@ class CaptureThread(threading.Thread):
         self.paced = paced
         self.frames = 0
         self._stop_event = threading.Event()
+        self._running = threading.Event()  # cleared while the daemon is paused: nothing to capture for
+        self._running.set()
 
     def stop(self) -> None:
         self._stop_event.set()
+        self._running.set()
+
+    def pause(self, paused: bool) -> None:
+        if paused:
+            self._running.clear()
+        else:
+            self._running.set()
 
     @property
     def status(self) -> dict[str, Any]:
-        return {**self.source.status, "frames": self.frames}
+        return {**self.source.status, "frames": self.frames, "paused": not self._running.is_set()}
 
     def run(self) -> None:
         w, h = self.channel.spec.width, self.channel.spec.height
         deadline = time.monotonic()
         while not self._stop_event.is_set():
+            if not self._running.is_set():
+                self._running.wait()
+                deadline = time.monotonic()
+                continue
             if self.paced:
                 deadline += self.period
                 delay = deadline - time.monotonic()

@@ -42,6 +42,8 @@ class Daemon:
             self.capture = CaptureThread(open_source(cfg.source), self.supervisor.input, self.supervisor.input_bell,
                                          cfg.source.fps, paced=cfg.source.kind != "webcam")
             self.capture.start()
+            self.capture.pause(self.state.settings.mode == "paused")
+            self.state.subscribe(lambda s: self.capture.pause(s.mode == "paused") if self.capture else None)
             if cfg.control.enabled:
                 from vcam.control.api import start_api_server
 
