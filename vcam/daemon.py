@@ -112,4 +112,9 @@ def stop_on_signals(stop: threading.Event) -> Callable[[], None]:
         stop.set()
 
     old = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    return lambda: [signal.signal(sig, h) for sig, h in old.items()] and None
+
+    def restore() -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+    return restore
