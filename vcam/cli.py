@@ -387,6 +387,28 @@ def bench_pipeline(as_json: JsonOpt = False,
     emit(result, as_json, format_table(result))
 
 
+@bench_app.command("cache")
+def bench_cache(as_json: JsonOpt = False,
+                width: Annotated[int, typer.Option(help="Frame width (multiple of 16).")] = 512,
+                height: Annotated[int, typer.Option(help="Frame height (multiple of 16).")] = 512,
+                text_tokens: Annotated[int, typer.Option(help="Text tokens (klein: 512).")] = 512,
+                heads: Annotated[int, typer.Option(help="Attention heads of 128 (klein-4B: 24).")] = 8,
+                double_blocks: Annotated[int, typer.Option(help="Double-stream blocks (klein-4B: 5).")] = 1,
+                single_blocks: Annotated[int, typer.Option(help="Single-stream blocks (klein-4B: 20).")] = 1,
+                repeats: Annotated[int, typer.Option(help="Timed runs per row (median).")] = 3,
+                device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu") -> None:
+    """Spatial cache: dense vs cached transformer at active fractions 0..1 (time, FLOPs, PSNR)."""
+    from vcam.bench.cache import BenchShape, format_table, run_cache_bench
+
+    try:
+        shape = BenchShape(width=width, height=height, text_tokens=text_tokens, heads=heads,
+                           double_blocks=double_blocks, single_blocks=single_blocks)
+    except ValueError as e:
+        _fail([str(e)])
+    result = run_cache_bench(shape, repeats=repeats, device=device)
+    emit(result, as_json, format_table(result))
+
+
 @bench_app.command("interp")
 def bench_interp(
     config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,

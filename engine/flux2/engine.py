@@ -1,0 +1,392 @@
+"""The FLUX.2 [klein] serving loop: one webcam frame in, one edited frame out.
+
+Per frame: uint8 frame -> tensor (pinned + non-blocking on CUDA) -> deterministic VAE encode -> reference
+tokens; cached prompt embeddings; the denoise loop over a plan (noise, ids, sigmas) prepared once per
+(shape, steps, seed); decode -> uint8. Numerically the same as `Flux2KleinPipeline` (and
+`Flux2KleinKVPipeline` for klein 9B-KV) on the same inputs; tests hold it to that.
+
+Extension point for the spatial cache: every transformer call goes through `Flux2Engine._velocity`, which gets
+all the transformer needs; everything fixed per (shape, steps, seed) is in `FramePlan` (`_plan`).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.base import Engine, EngineStats
+from engine.errors import EngineConfigError
+from engine.flux2 import attention, loader
+from engine.flux2.latents import REFERENCE_T, FramePlan, FullVAE, TinyVAE, grid_ids, make_plan, pack
+from engine.flux2.text import PromptCache
+
+log = logging.getLogger(__name__)
+
+MAX_STEPS = 8
+OPTIONS = ("model", "models_dir", "width", "height", "steps", "seed", "dtype", "device", "vae", "attention_backend",
+           "compile", "text_encoder_offload", "style_reference", "taef2_path", "cache")
+TINY_OPTIONS = ("tiny_preset", "tiny_dir")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise EngineConfigError(f"device {device!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EngineConfigError(f"device {device!r} asked for but CUDA is not available; use device = 'auto' or 'cpu'")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise EngineConfigError(f"dtype {dtype!r} is not supported; use auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def check_resolution(width: int, height: int) -> None:
+    for name, v in (("width", width), ("height", height)):
+        if not isinstance(v, int) or v < 16 or v % 16:
+            raise EngineConfigError(f"{name} = {v!r} is not a positive multiple of 16 (VAE 8x + 2x2 patches); "
+                                    f"use e.g. {max(16, (int(v) // 16) * 16 if isinstance(v, (int, float)) else 512)}")
+
+
+def check_steps(steps: int) -> None:
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
+        raise EngineConfigError(f"steps = {steps!r} is out of range; use 1-{MAX_STEPS} (klein is step-distilled: 4, "
+                                "2 works)")
+
+
+class _StageClock:
+    """Stage boundaries: CUDA events on a GPU (read after the frame's one sync), perf_counter elsewhere."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.marks: list[Any] = []
+
+    def mark(self) -> None:
+        if self.cuda:
+            e = torch.cuda.Event(enable_timing=True)
+            e.record()
+            self.marks.append(e)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def intervals_ms(self) -> list[float]:  # call after the host has synchronised with the device
+        m = self.marks
+        if self.cuda:
+            return [a.elapsed_time(b) for a, b in zip(m, m[1:])]
+        return [(b - a) * 1000.0 for a, b in zip(m, m[1:])]
+
+
+class Flux2Engine(Engine):
+    """Edits frames with FLUX.2 [klein]; construct with `create_flux2_engine` (validated options)."""
+
+    name = "flux2"
+
+    def __init__(self, components: loader.Flux2Components, *, width: int = 512, height: int = 512, steps: int = 2,
+                 seed: int = 0, device: torch.device, dtype: torch.dtype, vae: str = "full",
+                 taef2_path: Path | None = None, models_dir: Path | None = None, attention_backend: str = "auto",
+                 compile: bool = False, text_encoder_offload: bool = False,
+                 style_reference: Path | np.ndarray | None = None, cache: dict | None = None):
+        super().__init__()
+        check_resolution(width, height)
+        check_steps(steps)
+        self.width, self.height, self.steps, self.seed = width, height, steps, seed
+        self.device, self.dtype = device, dtype
+        self.components = components
+        self.kv = components.kv
+        self.transformer = _to(components.transformer, device, dtype)
+        self.scheduler = components.scheduler
+        # spatial cache (engine.spatial_cache): recompute only the tokens of the cells that changed
+        from engine.spatial_cache import CacheSettings, SpatialCache
+
+        try:
+            settings = CacheSettings.from_options(cache)
+        except (TypeError, ValueError) as e:
+            raise EngineConfigError(f"cache: {e}") from None
+        self.cache_settings = settings.as_dict()
+        self.spatial_cache = SpatialCache(self.transformer, settings, kv_reference=self.kv) if settings.enabled else None
+        self._cache_frame: tuple[np.ndarray, str, int, int, FramePlan] | None = None  # set by denoise per frame
+        self._cache_stats: dict[str, float] = {}
+        self.text = PromptCache(_to(components.text_encoder, None, dtype), components.tokenizer, device=device,
+                                dtype=dtype, offload=text_encoder_offload)
+        if not text_encoder_offload:
+            components.text_encoder.to(device)
+        if vae == "full":
+            self.vae = FullVAE(_to(components.vae, device, dtype))
+        elif vae == "taef2":
+            from engine.taef2 import TAEF2
+
+            self.vae = TinyVAE(TAEF2.from_files(taef2_path, models_dir).to(device=device, dtype=dtype))
+        else:
+            raise EngineConfigError(f"vae = {vae!r} is not supported; use 'full' or 'taef2'")
+        if self.kv:  # klein 9B-KV: processors that extract / inject the reference K/V
+            from diffusers.models.transformers.transformer_flux2 import (Flux2KVAttnProcessor,
+                                                                         Flux2KVParallelSelfAttnProcessor)
+
+            for block in self.transformer.transformer_blocks:
+                block.attn.set_processor(Flux2KVAttnProcessor())
+            for block in self.transformer.single_transformer_blocks:
+                block.attn.set_processor(Flux2KVParallelSelfAttnProcessor())
+        backend, failures = attention.choose(attention_backend, device, dtype)
+        if backend != "native":
+            self.transformer.set_attention_backend(backend)
+        self.info: dict[str, Any] = {
+            "model": str(components.path), "kv": self.kv, "device": str(device), "dtype": str(dtype).split(".")[-1],
+            "vae": vae, "attention_backend": backend, "attention_failures": failures, "compile": {},
+        }
+        if compile:
+            from engine.flux2.compile import compile_modules, compile_targets
+
+            self.info["compile"] = compile_modules(compile_targets(self.transformer, self.vae))
+        self._plans: OrderedDict[tuple[int, int], FramePlan] = OrderedDict()
+        self._kv_cache = None  # reference K/V of the current frame (klein 9B-KV)
+        self._pinned_in = self._pinned_out = None
+        self._style = self._load_style(style_reference) if style_reference is not None else None
+        log.info("FLUX.2 engine ready: %s", self.info)
+
+    # ---- one-time preparation -------------------------------------------------------------------------------
+    def _plan(self, steps: int, seed: int) -> FramePlan:
+        """Noise, ids and sigmas for (steps, seed) at the engine resolution: made once, then reused."""
+        key = (steps, seed)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = make_plan(self.scheduler, height=self.height, width=self.width, steps=steps, seed=seed,
+                             device=self.device, dtype=self.dtype)
+            self._plans[key] = plan
+            if len(self._plans) > 4:
+                self._plans.popitem(last=False)
+        return plan
+
+    def _load_style(self, ref: Path | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Second in-context reference (T = 20): encoded once, reused by every frame."""
+        if isinstance(ref, np.ndarray):
+            img = ref
+        else:
+            import cv2
+
+            path = Path(ref).expanduser()
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise EngineConfigError(f"style_reference {path} is not a readable image; give a PNG or JPEG file")
+            img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        if img.shape[:2] != (self.height, self.width):
+            img = _cover_resize(img, self.width, self.height)
+        with torch.no_grad():
+            tokens = self._reference_tokens(np.ascontiguousarray(img), staging=False)
+        return tokens, grid_ids(self.height // 16, self.width // 16, 2 * REFERENCE_T, self.device)
+
+    # ---- per frame ------------------------------------------------------------------------------------------
+    def _to_device(self, frame: np.ndarray, staging: bool = True) -> torch.Tensor:
+        """uint8 (H, W, 3) -> (1, 3, H, W) in [-1, 1], model dtype; pinned + non-blocking copy on CUDA."""
+        src = torch.from_numpy(frame)
+        if self.device.type == "cuda" and staging:
+            if self._pinned_in is None or self._pinned_in.shape != src.shape:
+                self._pinned_in = torch.empty(src.shape, dtype=torch.uint8, pin_memory=True)
+            self._pinned_in.copy_(src)
+            src = self._pinned_in
+        x = src.to(self.device, non_blocking=True).permute(2, 0, 1).unsqueeze(0)
+        x = x.to(torch.float32) / 255.0  # the pipeline's preprocessing, in float32
+        return (2.0 * x - 1.0).to(self.dtype)
+
+    def _reference_tokens(self, frame: np.ndarray, staging: bool = True) -> torch.Tensor:  # -> (1, N, 128)
+        return pack(self.vae.encode(self._to_device(frame, staging)))
+
+    def check_frame(self, frame: np.ndarray) -> None:
+        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            desc = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+            raise EngineConfigError(f"expected an RGB uint8 (H, W, 3) frame, got {desc}")
+        if frame.shape[:2] != (self.height, self.width):
+            raise EngineConfigError(
+                f"frame is {frame.shape[1]}x{frame.shape[0]} but the engine runs at {self.width}x{self.height}; "
+                "resize frames to the engine's width x height first (the daemon does) or rebuild the engine")
+
+    @torch.no_grad()
+    def edit(self, frame: np.ndarray, *, prompt: str, seed: int = 0, steps: int | None = None) -> np.ndarray:
+        self.check_frame(frame)
+        clock = _StageClock(self.device)
+        clock.mark()
+        tokens = self.denoise(frame, prompt=prompt, seed=seed, steps=steps, clock=clock)
+        image = self.vae.decode(self._unpack(tokens))  # (1, 3, H, W) in [-1, 1]
+        u8 = ((image.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0)
+        clock.mark()
+        out = self._to_host(u8)  # the frame's one host sync
+        prepare, denoise, decode = clock.intervals_ms()
+        self.stats = EngineStats(stages_ms={"prepare": prepare, "denoise": denoise, "decode": decode},
+                                 cache=dict(self._cache_stats))
+        return out
+
+    def denoise(self, frame: np.ndarray, *, prompt: str, seed: int = 0, steps: int | None = None,
+                clock: _StageClock | None = None) -> torch.Tensor:
+        """Prepare + denoise one frame; returns the final packed latent tokens (1, N, 128), normalised."""
+        self.check_frame(frame)
+        steps = self.steps if steps is None else steps
+        check_steps(steps)
+        plan = self._plan(steps, seed)
+        txt, txt_ids = self.text.get(prompt)
+        ref = self._reference_tokens(frame)  # (1, N, 128)
+        ref_ids = plan.ref_ids
+        if self._style is not None:
+            ref = torch.cat([ref, self._style[0]], dim=1)
+            ref_ids = torch.cat([ref_ids, self._style[1]], dim=0)
+        if clock is not None:
+            clock.mark()
+        self._cache_frame = (frame, prompt, seed, steps, plan)  # what the spatial cache's mask and key need
+        x = plan.noise
+        for i in range(steps):
+            v = self._velocity(i, x, ref, txt, plan.img_ids, ref_ids, txt_ids, plan.timesteps[i:i + 1])
+            x = (x.to(torch.float32) + plan.dts[i] * v).to(v.dtype)  # Euler step, as the scheduler computes it
+        self._kv_cache = None
+        if clock is not None:
+            clock.mark()
+        return x
+
+    def _velocity(self, step: int, x: torch.Tensor, ref: torch.Tensor | None, txt: torch.Tensor,
+                  img_ids: torch.Tensor, ref_ids: torch.Tensor | None, txt_ids: torch.Tensor,
+                  timestep: torch.Tensor) -> torch.Tensor:
+        """Model velocity for the noise tokens at step `step`.
+
+        x (1, N, 128) noise tokens; ref (1, M, 128) reference tokens (webcam [+ style]); txt (1, L, D) prompt
+        embeddings; img_ids (N, 4), ref_ids (M, 4), txt_ids (L, 4) position ids; timestep (1,) = t / 1000.
+        Returns (1, N, 128).
+        """
+        if self.spatial_cache is not None and ref is not None:
+            return self._cached_velocity(step, x, ref, txt, img_ids, ref_ids, txt_ids)
+        tr, n = self.transformer, x.shape[1]
+        common = dict(encoder_hidden_states=txt, timestep=timestep, txt_ids=txt_ids, guidance=None, return_dict=False)
+        if ref is None:
+            return tr(hidden_states=x, img_ids=img_ids, **common)[0]
+        if not self.kv:  # klein 4B / 9B: [noise, reference] every step, output sliced to the noise tokens
+            out = tr(hidden_states=torch.cat([x, ref], dim=1), img_ids=torch.cat([img_ids, ref_ids], dim=0),
+                     **common)[0]
+            return out[:, :n]
+        if step == 0 or self._kv_cache is None:  # 9B-KV: [reference, noise], reference K/V extracted
+            out, self._kv_cache = tr(hidden_states=torch.cat([ref, x], dim=1),
+                                     img_ids=torch.cat([ref_ids, img_ids], dim=0), kv_cache_mode="extract",
+                                     num_ref_tokens=ref.shape[1], **common)
+            return out
+        return tr(hidden_states=x, img_ids=img_ids, kv_cache=self._kv_cache, kv_cache_mode="cached", **common)[0]
+
+    def _cached_velocity(self, step: int, x: torch.Tensor, ref: torch.Tensor, txt: torch.Tensor,
+                         img_ids: torch.Tensor, ref_ids: torch.Tensor, txt_ids: torch.Tensor) -> torch.Tensor:
+        """`_velocity` through the spatial cache: only the rows of changed cells go through the transformer.
+        Step 0 decides the frame's active cells from the webcam frame; the last step records the frame."""
+        from engine.spatial_cache import CacheKey, TokenLayout
+
+        sc = self.spatial_cache
+        if self._cache_frame is None:
+            raise RuntimeError("the spatial cache needs the frame: call denoise()/edit(), not _velocity() alone")
+        frame, prompt, seed, steps, plan = self._cache_frame
+        if step == 0:
+            n = x.shape[1]
+            layout = TokenLayout(text=txt.shape[1], grid_h=self.height // 16, grid_w=self.width // 16, grid_refs=1,
+                                 extra=ref.shape[1] - n)
+            style = None if self._style is None else f"style@{id(self._style[0])}"
+            key = CacheKey(prompt, seed, steps, self.width, self.height, style)
+            self.last_mask = sc.begin_frame(frame, key, layout=layout, timesteps=plan.timesteps, txt_ids=txt_ids,
+                                            img_ids=torch.cat([img_ids, ref_ids], dim=0))
+        v = sc.step(step, torch.cat([x, ref], dim=1), txt)
+        if step == steps - 1:
+            self._cache_stats = sc.end_frame()
+            self._cache_frame = None
+        return v
+
+    def _unpack(self, tokens: torch.Tensor) -> torch.Tensor:  # (1, N, 128) -> (1, 128, H/16, W/16)
+        b, n, c = tokens.shape
+        return tokens.permute(0, 2, 1).reshape(b, c, self.height // 16, self.width // 16)
+
+    def raw_latents(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Final tokens -> (1, 32, H/8, W/8) VAE latents: what the pipeline returns for output_type='latent'."""
+        return self.vae.raw_latents(self._unpack(tokens))
+
+    def _to_host(self, u8: torch.Tensor) -> np.ndarray:
+        if self.device.type != "cuda":
+            return u8.cpu().numpy().copy()
+        if self._pinned_out is None or self._pinned_out.shape != u8.shape:
+            self._pinned_out = torch.empty(u8.shape, dtype=torch.uint8, pin_memory=True)
+        self._pinned_out.copy_(u8, non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        return self._pinned_out.numpy().copy()
+
+    def close(self) -> None:
+        self._plans.clear()
+        self.text.clear()
+        self._kv_cache = self._style = None
+        for name in ("transformer", "vae", "text", "components", "spatial_cache"):
+            setattr(self, name, None)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _to(module: torch.nn.Module, device: torch.device | None, dtype: torch.dtype) -> torch.nn.Module:
+    """Move; cast only when the dtype differs (the loader already loads in the serving dtype)."""
+    if next(module.parameters()).dtype != dtype:
+        module = module.to(dtype=dtype)
+    return module.to(device) if device is not None else module
+
+
+def _cover_resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Centre-crop to the target aspect, then resize (area filter)."""
+    import cv2
+
+    h, w = img.shape[:2]
+    scale = max(width / w, height / h)
+    cw, ch = round(width / scale), round(height / scale)
+    x0, y0 = (w - cw) // 2, (h - ch) // 2
+    return cv2.resize(img[y0:y0 + ch, x0:x0 + cw], (width, height), interpolation=cv2.INTER_AREA)
+
+
+def create_flux2_engine(tiny: bool = False, **options: Any) -> Flux2Engine:
+    """Build `flux2` (a model folder / hub id) or `flux2-tiny` (built once offline, loaded the same way).
+
+    Options: EngineConfig fields (model, models_dir, width, height, steps, seed, dtype, device, vae,
+    attention_backend, compile, text_encoder_offload, style_reference) plus taef2_path and cache (CacheConfig
+    fields as a dict). flux2-tiny also takes tiny_preset ("test" | "demo" | "bench", default "demo"; a preset name given
+    as `model` selects it too) and tiny_dir (build into / load from that folder instead of ~/.cache/fluxrt/tiny).
+    """
+    options.pop("name", None)  # EngineConfig.name, when a caller passes the whole section
+    allowed = OPTIONS + (TINY_OPTIONS if tiny else ())
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise EngineConfigError(f"unknown engine option(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    width, height = options.get("width", 512), options.get("height", 512)
+    check_resolution(width, height)
+    check_steps(options.get("steps", 2))
+    device = resolve_device(str(options.get("device", "auto")))
+    dtype = resolve_dtype(options.get("dtype", "auto"), device)
+    if options.get("vae", "full") not in ("full", "taef2"):
+        raise EngineConfigError(f"vae = {options['vae']!r} is not supported; use 'full' or 'taef2'")
+    attention.check_name(options.get("attention_backend", "auto"))  # before any weights load
+    models_dir = options.get("models_dir")
+    models_dir = Path(models_dir).expanduser() if models_dir is not None else None
+    model = options.get("model", "FLUX.2-klein-4B")
+    if tiny:
+        from engine.flux2 import tiny as tiny_mod
+
+        name = options.get("tiny_preset") or (model if model in tiny_mod.PRESETS else tiny_mod.DEFAULT_PRESET)
+        folder = tiny_mod.ensure_tiny(tiny_mod.preset(name), folder=options.get("tiny_dir"))
+        model, models_dir = str(folder), None
+    components = loader.load(model, models_dir, dtype=dtype)
+    engine = Flux2Engine(
+        components, width=width, height=height, steps=options.get("steps", 2), seed=options.get("seed", 0),
+        device=device, dtype=dtype, vae=options.get("vae", "full"), taef2_path=options.get("taef2_path"),
+        models_dir=Path(options.get("models_dir") or "~/.cache/fluxrt/models").expanduser(),
+        attention_backend=options.get("attention_backend", "auto"), compile=bool(options.get("compile", False)),
+        text_encoder_offload=bool(options.get("text_encoder_offload", False)),
+        style_reference=options.get("style_reference"), cache=options.get("cache"),
+    )
+    engine.name = "flux2-tiny" if tiny else "flux2"
+    return engine

@@ -1,0 +1,370 @@
+"""Control API: routes, errors (always 4xx with a message), token, WebSocket push, server start rules,
+client + CLI against a real server, and schema-driven fuzzing (schemathesis) that must find no 5xx."""
+from __future__ import annotations
+
+import json
+import time
+import stat
+
+import httpx
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, settings
+from starlette.websockets import WebSocketDisconnect
+from typer.testing import CliRunner
+
+from vcam.cli import app as cli_app
+from vcam.config import ControlConfig, load_config
+from vcam.control.api import ApiStartError, create_app, is_loopback, start_api_server
+from vcam.control.client import DaemonClient, DaemonUnavailable
+from vcam.control.state import ControlState
+from vcam.control.token import TokenError, create_token, ensure_token, read_token
+
+TOKEN = "test-token-0123456789abcdef"
+LIMIT = 300
+
+
+def make_state(**overrides) -> ControlState:
+    return ControlState(load_config(None, {"control.max_prompt_length": LIMIT, **overrides}))
+
+
+def fake_status() -> dict:
+    # what a daemon may hand over: nested dicts, a NaN before the first frame, a tuple
+    return {"output": {"last_frame": {"prompt_version": 1}, "fps": float("nan")}, "stages_ms": (1.5, 2.0)}
+
+
+@pytest.fixture
+def state() -> ControlState:
+    return make_state()
+
+
+@pytest.fixture
+def http(state) -> TestClient:
+    return TestClient(create_app(state, fake_status, None))
+
+
+# ---- routes ----------------------------------------------------------------------------------------
+
+
+def test_prompt_roundtrip_bumps_version(http, state):
+    v0 = state.settings.prompt_version
+    r = http.put("/api/prompt", json={"prompt": "  a charcoal drawing  "})
+    assert r.status_code == 200, r.text
+    assert r.json()["prompt"] == "a charcoal drawing" and r.json()["prompt_version"] == v0 + 1
+    assert http.get("/api/prompt").json() == {"prompt": "a charcoal drawing", "prompt_version": v0 + 1, "preset": None}
+    assert state.settings.prompt == "a charcoal drawing"
+
+
+def test_presets_by_name_index_next_prev(http, state):
+    presets = http.get("/api/presets").json()
+    names = [p["name"] for p in presets["presets"]]
+    assert names == ["watercolor", "anime", "cyberpunk", "oil"] and presets["presets"][1]["index"] == 1
+    assert http.post("/api/presets/apply", json={"preset": "cyberpunk"}).json()["preset"] == "cyberpunk"
+    assert http.post("/api/presets/apply", json={"preset": 1}).json()["preset"] == "anime"
+    assert http.post("/api/presets/next").json()["preset"] == "cyberpunk"
+    assert http.post("/api/presets/prev").json()["preset"] == "anime"
+    s = http.post("/api/presets/apply", json={"preset": "next"}).json()
+    assert s["preset"] == "cyberpunk" and s["prompt"] == state.presets[2].prompt
+    assert http.get("/api/presets").json()["current"] == "cyberpunk"
+
+
+def test_settings_patch_and_mode(http, state):
+    v0 = state.settings.prompt_version
+    r = http.patch("/api/settings", json={"seed": 7, "steps": 4, "cache": {"tau": 3.5},
+                                          "interpolation": {"method": "blend", "factor": 4}})
+    assert r.status_code == 200, r.text
+    s = r.json()
+    assert (s["seed"], s["steps"], s["cache"]["tau"], s["interpolation"]["method"], s["interpolation"]["factor"]) == \
+        (7, 4, 3.5, "blend", 4)
+    assert s["cache"]["halo"] == state.settings.cache["halo"]  # untouched fields keep their values
+    assert s["prompt_version"] == v0 + 1
+    assert http.put("/api/mode", json={"mode": "paused"}).json()["mode"] == "paused"
+    assert http.patch("/api/settings", json={"mode": "passthrough"}).json()["mode"] == "passthrough"
+
+
+@pytest.mark.parametrize("method,path,body,code,words", [
+    ("put", "/api/prompt", {"prompt": "x" * (LIMIT + 1)}, 422, "at most 300"),
+    ("put", "/api/prompt", {"prompt": "   "}, 422, "prompt: String should match pattern"),
+    ("put", "/api/prompt", {"prompt": "ok", "seed": 3}, 422, "seed: unknown field"),
+    ("put", "/api/prompt", {"text": "ok"}, 422, "prompt: Field required"),
+    ("put", "/api/prompt", {"prompt": 5}, 422, "valid string"),
+    ("post", "/api/presets/apply", {"preset": "nope"}, 404, "no preset named 'nope'; presets: watercolor"),
+    ("post", "/api/presets/apply", {"preset": 99}, 404, "out of range"),
+    ("patch", "/api/settings", {}, 422, "nothing to change"),
+    ("patch", "/api/settings", {"steps": "4"}, 422, "steps"),
+    ("patch", "/api/settings", {"cache": {"enabled": 1}}, 422, "cache.enabled"),
+    ("patch", "/api/settings", {"steps": 0}, 422, "steps"),
+    ("patch", "/api/settings", {"seed": None}, 422, "seed"),
+    ("patch", "/api/settings", {"cache": {"tau": -1}}, 422, "cache.tau"),
+    ("patch", "/api/settings", {"cache": {"bogus": 1}}, 422, "cache.bogus: unknown field"),
+    ("patch", "/api/settings", {"interpolation": {"model_path": "/etc/passwd"}}, 422, "unknown field"),
+    ("put", "/api/mode", {"mode": "sleep"}, 422, "mode"),
+])
+def test_bad_requests_are_4xx_with_a_message(http, state, method, path, body, code, words):
+    v0 = state.settings.prompt_version
+    r = getattr(http, method)(path, json=body) if method != "patch" else http.request("PATCH", path, json=body)
+    assert r.status_code == code, r.text
+    assert words in r.json()["detail"], r.json()
+    assert state.settings.prompt_version == v0  # nothing changed
+
+
+def test_invalid_json_and_huge_bodies(http):
+    r = http.put("/api/prompt", content=b'{"prompt": "unterminated', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
+    r = http.put("/api/prompt", content=b"\xff\xfe garbage", headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    r = http.put("/api/prompt", content=json.dumps({"prompt": "y" * 200_000}), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "bytes" in r.json()["detail"]
+    # the over-long prompt is not echoed back in the error
+    r = http.put("/api/prompt", json={"prompt": "z" * (LIMIT + 50)})
+    assert r.status_code == 422 and "z" * 50 not in r.text
+
+
+def test_chunked_body_over_the_limit_is_413(http):
+    def chunks():
+        for _ in range(100):
+            yield b"x" * 4096  # no Content-Length: the guard counts
+    r = http.put("/api/prompt", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    small = (c for c in [b'{"prompt": ', b'"chunked ok"}'])
+    assert http.put("/api/prompt", content=small, headers={"content-type": "application/json"}).json()["prompt"] == "chunked ok"
+
+
+def test_cross_site_and_rebinding_requests_are_refused(state):
+    local = TestClient(create_app(state, fake_status, None, local_only=True), base_url="http://127.0.0.1:8766")
+    assert local.post("/api/presets/next").status_code == 200
+    # the page itself (same origin) works; another site's page does not, not even a body-less form POST
+    assert local.post("/api/presets/next", headers={"Origin": "http://127.0.0.1:8766"}).status_code == 200
+    r = local.post("/api/presets/next", headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403 and "cross-site" in r.json()["detail"]
+    assert local.post("/api/presets/next", headers={"Origin": "null"}).status_code == 403
+    assert local.post("/api/presets/next", headers={"Origin": "http://localhost:3000"}).status_code == 403
+    # DNS rebinding: a foreign name that resolves to 127.0.0.1
+    r = local.get("/api/settings", headers={"Host": "evil.example:8766"})
+    assert r.status_code == 403 and "not this machine" in r.json()["detail"]
+    assert local.get("/api/settings", headers={"Host": "localhost:8766"}).status_code == 200
+    assert local.get("/api/settings", headers={"Host": "[::1]:8766"}).status_code == 200
+    with pytest.raises(WebSocketDisconnect):
+        with local.websocket_connect("/ws", headers={"Origin": "https://evil.example"}) as ws:
+            ws.receive_json()
+
+
+def test_status_is_strict_json(http, state):
+    r = http.get("/api/status")
+    assert r.status_code == 200
+    body = json.loads(r.text)  # strict parse: NaN would not be JSON
+    assert body["daemon"]["output"]["fps"] is None and body["daemon"]["stages_ms"] == [1.5, 2.0]
+    assert body["settings"]["prompt_version"] == state.settings.prompt_version
+
+
+def test_page_and_openapi(http):
+    page = http.get("/")
+    assert page.status_code == 200 and "FluxRT Camera" in page.text and "/presets/apply" in page.text and "/ws" in page.text
+    schema = http.get("/openapi.json").json()
+    assert {"/api/prompt", "/api/presets/apply", "/api/settings", "/api/status"} <= set(schema["paths"])
+    prompt_schema = schema["components"]["schemas"]["PromptRequest"]
+    assert prompt_schema["properties"]["prompt"]["maxLength"] == LIMIT
+    assert prompt_schema["additionalProperties"] is False
+
+
+# ---- token -----------------------------------------------------------------------------------------
+
+
+def test_token_protects_api_and_ws(state):
+    http = TestClient(create_app(state, fake_status, TOKEN))
+    r = http.get("/api/settings")
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer" and "fluxrt-cam token" in r.json()["detail"]
+    assert http.get("/api/settings", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert http.put("/api/prompt", json={"prompt": "x"}).status_code == 401
+    assert http.get("/api/settings", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert http.get(f"/api/settings?token={TOKEN}").status_code == 200
+    assert http.get("/openapi.json").status_code == 200 and http.get("/").status_code == 200  # nothing secret
+    with pytest.raises(WebSocketDisconnect) as e:
+        with http.websocket_connect("/ws") as ws:
+            ws.receive_json()
+    assert e.value.code == 1008
+    with http.websocket_connect(f"/ws?token={TOKEN}") as ws:
+        assert ws.receive_json()["type"] == "settings"
+    with http.websocket_connect("/ws", headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+        assert ws.receive_json()["type"] == "settings"
+
+
+def test_token_file_is_private(tmp_path):
+    path = tmp_path / "cfg" / "fluxrt" / "token"
+    token, created = ensure_token(path)
+    assert created and len(token) >= 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert ensure_token(path) == (token, False)  # printed again, not replaced
+    rotated = create_token(path, replace=True)
+    assert rotated != token and read_token(path) == rotated and stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o644)
+    with pytest.raises(TokenError, match="chmod 600"):
+        read_token(path)
+
+
+def test_cli_token_prints_and_creates(tmp_path):
+    path = tmp_path / "token"
+    r = CliRunner().invoke(cli_app, ["token", "--set", f"control.token_file={json.dumps(str(path))}"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == path.read_text().strip()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# ---- WebSocket -------------------------------------------------------------------------------------
+
+
+def test_websocket_pushes_settings_and_status(state):
+    http = TestClient(create_app(state, fake_status, None, status_interval_s=0.05))
+    with http.websocket_connect("/ws") as ws:
+        first = ws.receive_json()
+        assert first["type"] == "settings" and first["settings"]["prompt_version"] == state.settings.prompt_version
+        assert ws.receive_json() == {"type": "status", "status": json.loads(json.dumps(
+            {"output": {"last_frame": {"prompt_version": 1}, "fps": None}, "stages_ms": [1.5, 2.0]}))}
+        state.apply_preset("oil")  # a change from another thread (the OBS bridge, the CLI...)
+        for _ in range(50):
+            msg = ws.receive_json()
+            if msg["type"] == "settings":
+                break
+        assert msg["settings"]["preset"] == "oil" and msg["settings"]["prompt_version"] == state.settings.prompt_version
+
+
+# ---- serving ---------------------------------------------------------------------------------------
+
+
+def test_is_loopback():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.0.0.2")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.10") and not is_loopback("::")
+
+
+def test_non_loopback_bind_without_token_refuses(tmp_path, state):
+    cfg = ControlConfig(host="0.0.0.0", port=0, token_file=tmp_path / "token")
+    with pytest.raises(ApiStartError, match="fluxrt-cam token"):
+        start_api_server(cfg, state, fake_status)
+    create_token(tmp_path / "token")
+    server = start_api_server(cfg, state, fake_status)
+    try:
+        assert server.token_required
+        assert httpx.get(server.url + "/api/settings", trust_env=False).status_code == 401
+        assert DaemonClient(server.url, read_token(tmp_path / "token")).settings()["prompt"] == state.settings.prompt
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(60)
+def test_server_client_and_cli(tmp_path, state):
+    server = start_api_server(ControlConfig(port=0, token_file=tmp_path / "absent"), state, fake_status)
+    assert not server.token_required and server.url.startswith("http://127.0.0.1:")
+    runner = CliRunner()
+    try:
+        with DaemonClient(server.url) as c:
+            assert c.set_prompt("a linocut print")["prompt"] == "a linocut print"
+            assert c.apply_preset("2")["preset"] == "cyberpunk"  # the client's index is 0-based, like the API
+            assert c.apply_preset("next")["preset"] == "oil"
+            assert c.status()["daemon"]["output"]["last_frame"]["prompt_version"] == 1
+        args = ["--url", server.url]
+        r = runner.invoke(cli_app, ["prompt", "a neon sign", *args])
+        assert r.exit_code == 0 and "a neon sign" in r.stdout and state.settings.prompt == "a neon sign"
+        r = runner.invoke(cli_app, ["preset", "1", *args])  # the CLI counts from 1, like hotkeys and the page
+        assert r.exit_code == 0 and state.settings.preset == "watercolor", r.output
+        r = runner.invoke(cli_app, ["preset", "prev", *args, "--json"])
+        assert r.exit_code == 0 and json.loads(r.stdout)["preset"] == "oil"
+        r = runner.invoke(cli_app, ["preset", "nope", *args])
+        assert r.exit_code == 1 and "no preset named 'nope'" in r.stderr
+        r = runner.invoke(cli_app, ["presets", *args])
+        assert r.exit_code == 0 and "* 4. oil" in r.stdout
+    finally:
+        server.stop()
+    with pytest.raises(DaemonUnavailable, match="start one with `fluxrt-cam run`"):
+        DaemonClient(server.url).settings()
+    r = runner.invoke(cli_app, ["prompt", "x", "--url", server.url])
+    assert r.exit_code == 1 and f"no daemon at {server.url}; start one with `fluxrt-cam run`" in r.stderr
+
+
+def test_real_websocket_push_and_quick_stop(state):
+    """Over a real socket: a change made elsewhere is pushed; stop() does not wait on open WebSockets."""
+    from websockets.sync.client import connect
+
+    server = start_api_server(ControlConfig(port=0), state, fake_status)
+    try:
+        with connect(server.url.replace("http://", "ws://") + "/ws") as ws:
+            assert json.loads(ws.recv(timeout=5))["type"] == "settings"
+            state.set_prompt("pushed over a socket")
+            msgs = [json.loads(ws.recv(timeout=5)) for _ in range(3)]
+            assert any(m["type"] == "settings" and m["settings"]["prompt"] == "pushed over a socket" for m in msgs)
+            t0 = time.monotonic()
+            server.stop()
+            assert time.monotonic() - t0 < 3
+            with pytest.raises(Exception, match="1012|closed|Closed"):
+                while True:
+                    ws.recv(timeout=3)
+    finally:
+        server.stop()
+
+
+def test_server_port_in_use_is_a_clear_error(state):
+    server = start_api_server(ControlConfig(port=0), state, fake_status)
+    try:
+        with pytest.raises(ApiStartError, match="control.port"):
+            start_api_server(ControlConfig(port=server.port), state, fake_status)
+    finally:
+        server.stop()
+
+
+# ---- fuzzing ---------------------------------------------------------------------------------------
+
+
+# schemathesis' lazy `from_fixture` breaks on pytest 9 (Function._nodeid): load the schemas eagerly, each
+# over an app with its own state
+open_schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(make_state(), fake_status, None))
+token_schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(make_state(), fake_status, TOKEN))
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@open_schema.parametrize()
+@FUZZ
+def test_fuzz_api_never_5xx(case):
+    """Every documented operation with generated (valid and invalid) inputs: no 5xx, responses match the schema."""
+    response = case.call_and_validate()
+    assert response.status_code < 500
+
+
+@token_schema.parametrize()
+@FUZZ
+def test_fuzz_api_with_token_never_5xx(case):
+    response = case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code < 500
+
+
+def test_fuzz_then_still_serving(state):
+    """After garbage of every kind the app keeps serving and its state stays valid."""
+    http = TestClient(create_app(state, fake_status, None), raise_server_exceptions=True)
+    junk = [b"", b"null", b"[]", b"{}", b'{"prompt": null}', b'{"prompt": ["a"]}', b'{"prompt": "\\u0000"}',
+            b'{"preset": true}', b'{"preset": -1}', b'{"preset": 1.5}', b'{"preset": {}}', b"\x00" * 64,
+            json.dumps({"prompt": "\ud800"}).encode(), b'{"cache": {"tau": 1e400}}', b'{"seed": 1e30}']
+    for body in junk:
+        for method, path in [("PUT", "/api/prompt"), ("POST", "/api/presets/apply"), ("PATCH", "/api/settings"),
+                             ("PUT", "/api/mode")]:
+            r = http.request(method, path, content=body, headers={"content-type": "application/json"})
+            assert 200 <= r.status_code < 500, (method, path, body, r.status_code, r.text)
+    assert http.get("/api/settings").status_code == 200
+    assert isinstance(state.settings.prompt, str) and state.settings.prompt.strip()
+
+
+def test_no_secret_in_uvicorn_logs(tmp_path, state, caplog):
+    """`?token=` must not reach any log (uvicorn's access log is off)."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    create_token(tmp_path / "token")
+    token = read_token(tmp_path / "token")
+    server = start_api_server(ControlConfig(host="0.0.0.0", port=0, token_file=tmp_path / "token"), state, fake_status)
+    try:
+        assert httpx.get(f"{server.url}/api/settings?token={token}", trust_env=False).status_code == 200
+        assert httpx.get(f"{server.url}/api/settings?token=wrong-guess", trust_env=False).status_code == 401
+    finally:
+        server.stop()
+    # everything but the test's own HTTP client (httpx logs the URLs it fetches)
+    server_side = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore")))
+    assert "control API on" in server_side  # the server did log, at INFO
+    assert token not in server_side and "wrong-guess" not in server_side

@@ -1,0 +1,77 @@
+"""The spatial cache inside the FLUX.2 engine (flux2-tiny, fp32, CPU), end to end."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import create_engine
+from engine.errors import EngineConfigError
+from engine.flux2.tiny import ensure_tiny, preset
+
+W, H = 96, 64  # a 6 x 4 token grid
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("torch_one_thread")]
+
+
+def textured(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(H, W, 3), dtype=np.uint8)
+
+
+def engine(folder, cache=None, **kw):
+    return create_engine("flux2-tiny", tiny_dir=folder, width=W, height=H, steps=2, device="cpu", dtype="float32",
+                         cache=cache, **kw)
+
+
+def test_same_frame_twice_is_exact_and_a_prompt_change_reruns_everything(tiny_flux2_dir):
+    eng = engine(tiny_flux2_dir)
+    assert eng.spatial_cache is not None and eng.cache_settings["enabled"]
+    f = textured()
+    first = eng.edit(f, prompt="a watercolor painting", seed=0)
+    assert eng.stats.cache["dense"] == 1.0 and eng.last_mask.shape == (H // 16, W // 16) and eng.last_mask.all()
+    second = eng.edit(f, prompt="a watercolor painting", seed=0)
+    assert np.array_equal(first, second)
+    assert eng.stats.cache["active_fraction"] == 0.0 and eng.stats.cache["flop_ratio"] == 0.0
+    assert not eng.last_mask.any()
+
+    other = eng.edit(f, prompt="pixel art", seed=0)
+    assert eng.stats.cache["dense"] == 1.0 and eng.last_mask.all() and "prompt" in eng.spatial_cache.last_reason
+    plain = engine(tiny_flux2_dir, cache={"enabled": False})
+    assert plain.spatial_cache is None
+    assert np.abs(other.astype(int) - plain.edit(f, prompt="pixel art", seed=0).astype(int)).max() <= 1
+    assert not np.array_equal(other, first)
+
+
+def test_a_local_change_recomputes_only_its_cells(tiny_flux2_dir):
+    eng = engine(tiny_flux2_dir, cache={"halo": 0, "refresh_period": 0})
+    f = textured()
+    eng.edit(f, prompt="x")
+    g = f.copy()
+    g[16:32, 32:48] = 255 - g[16:32, 32:48]  # cell (1, 2)
+    eng.edit(g, prompt="x")
+    st = eng.stats.cache
+    assert st["dense"] == 0.0 and st["changed_cells"] == 1 and eng.last_mask.sum() == 1 and eng.last_mask[1, 2]
+    assert 0 < st["flop_ratio"] < 0.5 and st["cache_bytes"] > 0
+    # latents of the first frame equal the engine without cache (the dense path is the unpatched model)
+    plain = engine(tiny_flux2_dir, cache=False)
+    fresh = engine(tiny_flux2_dir)
+    a = fresh.raw_latents(fresh.denoise(f, prompt="y", seed=3))
+    b = plain.raw_latents(plain.denoise(f, prompt="y", seed=3))
+    assert (a - b).abs().max().item() <= 1e-5
+
+
+def test_kv_model_with_cache_matches_the_uncached_kv_engine(tmp_path_factory):
+    folder = ensure_tiny(preset("test", kv=True), folder=tmp_path_factory.mktemp("sc-kv") / "tiny-klein-kv")
+    cached, plain = engine(folder), engine(folder, cache=False)
+    assert cached.kv and cached.spatial_cache.kv_reference
+    f = textured(1)
+    a = cached.raw_latents(cached.denoise(f, prompt="a marble statue", seed=2))
+    b = plain.raw_latents(plain.denoise(f, prompt="a marble statue", seed=2))
+    assert (a - b).abs().max().item() <= 1e-5
+    again = cached.raw_latents(cached.denoise(f, prompt="a marble statue", seed=2))
+    assert (again - a).abs().max().item() == 0.0
+
+
+def test_bad_cache_options_are_a_config_error(tiny_flux2_dir):
+    with pytest.raises(EngineConfigError, match="unknown spatial cache option"):
+        engine(tiny_flux2_dir, cache={"tau": 4.0, "radius": 2})
+    with pytest.raises(EngineConfigError, match="rho"):
+        engine(tiny_flux2_dir, cache={"rho": 1.5})

@@ -1,0 +1,220 @@
+"""`fluxrt-cam bench cache`: dense vs spatially cached transformer at fixed active fractions.
+
+The model has klein's head size (128), RoPE axes and token counts for 512x512 editing (1024 noise +
+1024 reference + 512 text tokens), with reduced width and depth (random weights) so the run fits in
+a minute on 2 CPU cores. Per active fraction a, on the synthetic scene whose moving area is a:
+
+1. frame 0 runs dense through the cached forward (filling every cache);
+2. frame k (the object moved) runs with the round(a * cells) most-changed cells active, text and
+   static cells served from cache; the dense model runs on the same frame k;
+3. dense ms and cached ms are timed side by side (interleaved, median after warm-up), FLOPs are
+   counted with FlopCounterMode (CPU attention included), and PSNR compares the cached output with
+   the dense output (peak = the dense output's range; identical outputs report the 100 dB cap).
+
+Fidelity caveat: with random weights attention is nearly uniform, so the output hardly depends on
+any one cell and changes spread over all tokens instead of staying local as in a trained editing
+model; the PSNRs are high for that reason and say little about real weights.
+
+The reference tokens come from the frame through a fixed random projection of each 16x16x3 cell (a
+stand-in for VAE encode + patchify with the same locality), so a change in a cell changes exactly
+that cell's reference token; the noise tokens are the same seeded noise on every frame.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+PSNR_CAP_DB = 100.0
+FRACTIONS = (0.0, 0.1, 0.25, 0.5, 0.9, 1.0)
+
+
+@dataclass(frozen=True)
+class BenchShape:
+    width: int = 512
+    height: int = 512
+    text_tokens: int = 512
+    heads: int = 8  # hidden = heads * 128
+    head_dim: int = 128  # klein's
+    double_blocks: int = 1
+    single_blocks: int = 1
+    in_channels: int = 128  # klein's packed latent channels
+
+    def __post_init__(self) -> None:
+        if self.width % 16 or self.height % 16 or self.width <= 0 or self.height <= 0:
+            raise ValueError(f"width and height must be positive multiples of 16, got {self.width}x{self.height}")
+        if self.head_dim % 4:
+            raise ValueError(f"head_dim must be a multiple of 4 (4 RoPE axes), got {self.head_dim}")
+        if min(self.text_tokens, self.heads, self.double_blocks + self.single_blocks) < 1:
+            raise ValueError("text_tokens, heads and the number of blocks must be >= 1")
+
+    @property
+    def hidden(self) -> int:
+        return self.heads * self.head_dim
+
+
+def build_model(shape: BenchShape, seed: int = 0):
+    """Random weights as diffusers initialises them (no trained model fits a one-minute CPU run)."""
+    from diffusers.models.transformers.transformer_flux2 import Flux2Transformer2DModel
+
+    torch.manual_seed(seed)
+    axis = shape.head_dim // 4
+    return Flux2Transformer2DModel(
+        patch_size=1, in_channels=shape.in_channels, num_layers=shape.double_blocks,
+        num_single_layers=shape.single_blocks, attention_head_dim=shape.head_dim,
+        num_attention_heads=shape.heads, joint_attention_dim=shape.hidden, timestep_guidance_channels=256,
+        axes_dims_rope=(axis, axis, axis, axis), guidance_embeds=False,
+    ).eval()
+
+
+def klein_ids(grid_h: int, grid_w: int, text: int, refs: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """FLUX.2 position ids: text (0, 0, 0, l); noise (0, h, w, 0); reference k (10 + 10k, h, w, 0)."""
+    z = torch.tensor([0])
+    txt = torch.cartesian_prod(z, z, z, torch.arange(text))
+    img = [torch.cartesian_prod(torch.tensor([t]), torch.arange(grid_h), torch.arange(grid_w), z) for t in [0] + [10 + 10 * k for k in range(refs)]]
+    return txt, torch.cat(img)
+
+
+class CellTokens:
+    """Reference tokens from pixels: each 16x16x3 cell through a fixed random projection."""
+
+    def __init__(self, channels: int, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.proj = torch.randn(16 * 16 * 3, channels, generator=g) / math.sqrt(16 * 16 * 3)
+
+    def __call__(self, frame: np.ndarray) -> torch.Tensor:
+        h, w = frame.shape[0] // 16, frame.shape[1] // 16
+        x = torch.from_numpy(frame).float().div(127.5).sub(1.0)
+        cells = x.reshape(h, 16, w, 16, 3).permute(0, 2, 1, 3, 4).reshape(h * w, -1)
+        return (cells @ self.proj)[None]  # [1, cells, C]
+
+
+def psnr(test: torch.Tensor, ref: torch.Tensor) -> float:
+    peak = float(ref.max() - ref.min())
+    mse = float(((test.float() - ref.float()) ** 2).mean())
+    if mse == 0.0 or peak == 0.0:
+        return PSNR_CAP_DB
+    return min(PSNR_CAP_DB, 10 * math.log10(peak * peak / mse))
+
+
+def top_cells(f0: np.ndarray, f1: np.ndarray, fraction: float) -> np.ndarray:
+    """The round(fraction * cells) cells that changed most between two frames (the spatial cache's metric)."""
+    from engine.spatial_cache.mask import box_blur3, cell_mean
+
+    gh, gw = f0.shape[0] // 16, f0.shape[1] // 16
+    diff = cell_mean(np.abs(box_blur3(f1) - box_blur3(f0)), gh, gw).reshape(-1)
+    k = int(round(fraction * diff.size))
+    active = np.zeros(diff.size, dtype=bool)
+    active[np.argsort(-diff, kind="stable")[:k]] = True
+    return active
+
+
+def _time(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def run_cache_bench(
+    shape: BenchShape = BenchShape(),
+    fractions: tuple[float, ...] = FRACTIONS,
+    repeats: int = 3,
+    frame_gap: int = 3,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    from engine.spatial_cache import CachedFlux2Transformer, TokenLayout, count_flops
+    from vcam.sources.synthetic import SyntheticScene
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if any(not 0.0 <= a <= 1.0 for a in fractions):
+        raise ValueError(f"active fractions must be within 0..1, got {fractions}")
+    dev = torch.device(device)
+    model = build_model(shape, seed).to(dev)
+    gh, gw = shape.height // 16, shape.width // 16
+    layout = TokenLayout(text=shape.text_tokens, grid_h=gh, grid_w=gw, grid_refs=1)
+    cached = CachedFlux2Transformer(model, layout, steps=1)
+    txt_ids, img_ids = klein_ids(gh, gw, shape.text_tokens)
+    sigma = torch.tensor([1.0])
+    cached.prepare(sigma, txt_ids, img_ids)
+    full_plan = cached.plan(None)[0]
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(1, layout.cells, shape.in_channels, generator=g).to(dev)
+    text = torch.randn(1, shape.text_tokens, shape.hidden, generator=g).to(dev)
+    tokens = CellTokens(shape.in_channels, seed)
+    txt_ids, img_ids, sigma = txt_ids.to(dev), img_ids.to(dev), sigma.to(dev)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def dense(hs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = model(hidden_states=hs, encoder_hidden_states=text, timestep=sigma, img_ids=img_ids, txt_ids=txt_ids, return_dict=False)[0]
+        sync()
+        return out[:, : layout.cells]
+
+    dense_flops = None
+    rows = []
+    for a in fractions:
+        scene = SyntheticScene(shape.width, shape.height, dynamic_fraction=a, seed=seed)
+        f0, f1 = scene.frame(0), scene.frame(frame_gap)
+        hs0 = torch.cat([noise, tokens(f0).to(dev)], dim=1)
+        hs1 = torch.cat([noise, tokens(f1).to(dev)], dim=1)
+        cached.forward(0, full_plan, hs0, text)  # frame 0: every cache filled
+        plan = cached.plan(top_cells(f0, f1, a), np.zeros(layout.side, dtype=bool))[0]
+
+        def run_cached() -> torch.Tensor:
+            out = cached.forward(0, plan, hs1, text)
+            sync()
+            return out
+
+        # the counted runs double as warm-up (untimed)
+        cached_flops, out_cached = count_flops(run_cached)
+        if dense_flops is None:
+            dense_flops, _ = count_flops(lambda: dense(hs1))
+        outs: list[torch.Tensor] = []
+        t_dense, t_cached = [], []
+        for _ in range(repeats):  # side by side, interleaved
+            t_dense.append(_time(lambda: outs.append(dense(hs1))))
+            t_cached.append(_time(run_cached))
+        out_dense = outs[0]
+        d_ms, c_ms = statistics.median(t_dense), statistics.median(t_cached)
+        rows.append({
+            "active": a,
+            "dense_ms": round(d_ms, 2),
+            "cached_ms": round(c_ms, 2),
+            "speedup": round(d_ms / c_ms, 2) if c_ms > 0 else float("inf"),
+            "flop_ratio": round(cached_flops / dense_flops, 4),
+            "psnr_db": round(psnr(out_cached, out_dense), 2),
+        })
+    threads = torch.get_num_threads()
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({threads} threads)"
+    shape_d = asdict(shape) | {
+        "hidden": shape.hidden, "noise_tokens": layout.cells, "reference_tokens": layout.cells,
+        "sequence": layout.length, "dense_gflop": round(dense_flops / 1e9, 2), "frame_gap": frame_gap,
+        "repeats": repeats, "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+    }
+    return {"device": name, "shape": shape_d, "rows": rows}
+
+
+def format_table(result: dict[str, Any]) -> str:
+    s = result["shape"]
+    lines = [
+        f"spatial cache, device: {result['device']}",
+        f"shape: {s['width']}x{s['height']}, {s['noise_tokens']} noise + {s['reference_tokens']} reference + "
+        f"{s['text_tokens']} text tokens, hidden {s['hidden']} ({s['heads']} heads x {s['head_dim']}), "
+        f"{s['double_blocks']} double + {s['single_blocks']} single blocks, {s['dense_gflop']} GFLOP dense, "
+        f"{s['dtype']}, median of {s['repeats']}",
+        f"{'active':>6} {'dense ms':>10} {'cached ms':>10} {'speedup':>8} {'FLOP ratio':>10} {'PSNR dB':>8}",
+    ]
+    for r in result["rows"]:
+        lines.append(f"{r['active']:>6.2f} {r['dense_ms']:>10.1f} {r['cached_ms']:>10.1f} {r['speedup']:>7.2f}x "
+                     f"{r['flop_ratio']:>10.3f} {r['psnr_db']:>8.1f}")
+    return "\n".join(lines)
