@@ -35,10 +35,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def need_binaries() -> None:
-    missing = [b for b in ("obs", "Xvfb") if shutil.which(b) is None]
+def need_binaries(*names: str) -> None:
+    missing = [b for b in names if shutil.which(b) is None]
     if missing:
-        pytest.skip(f"{' and '.join(missing)} not installed (Debian: apt-get install obs-studio xvfb)")
+        pkgs = " ".join({"obs": "obs-studio", "Xvfb": "xvfb"}[b] for b in missing)
+        pytest.skip(f"{' and '.join(missing)} not installed (Debian: apt-get install {pkgs})")
 
 
 class Xvfb:
@@ -175,7 +176,7 @@ class Obs:
 
 @pytest.fixture(scope="module")
 def xvfb() -> Iterator[Xvfb]:
-    need_binaries()
+    need_binaries("Xvfb")
     x = Xvfb()
     yield x
     x.stop()
@@ -244,6 +245,7 @@ class Rig:
 
 @pytest.fixture(scope="module")
 def rig(xvfb: Xvfb) -> Iterator[Rig]:
+    need_binaries("obs")
     r = Rig(xvfb.display)
     try:
         r.obs.start()

@@ -7,6 +7,7 @@ import time
 import stat
 
 import httpx
+import numpy as np
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
@@ -31,7 +32,8 @@ def make_state(**overrides) -> ControlState:
 
 def fake_status() -> dict:
     # what a daemon may hand over: nested dicts, a NaN before the first frame, a tuple
-    return {"output": {"last_frame": {"prompt_version": 1}, "fps": float("nan")}, "stages_ms": (1.5, 2.0)}
+    return {"output": {"last_frame": {"prompt_version": 1}, "fps": float("nan")}, "stages_ms": (1.5, 2.0),
+            "frames": np.int64(7), "mean": np.float32(0.5)}
 
 
 @pytest.fixture
@@ -155,6 +157,7 @@ def test_status_is_strict_json(http, state):
     assert r.status_code == 200
     body = json.loads(r.text)  # strict parse: NaN would not be JSON
     assert body["daemon"]["output"]["fps"] is None and body["daemon"]["stages_ms"] == [1.5, 2.0]
+    assert body["daemon"]["frames"] == 7 and body["daemon"]["mean"] == 0.5
     assert body["settings"]["prompt_version"] == state.settings.prompt_version
 
 
@@ -220,7 +223,8 @@ def test_websocket_pushes_settings_and_status(state):
         first = ws.receive_json()
         assert first["type"] == "settings" and first["settings"]["prompt_version"] == state.settings.prompt_version
         assert ws.receive_json() == {"type": "status", "status": json.loads(json.dumps(
-            {"output": {"last_frame": {"prompt_version": 1}, "fps": None}, "stages_ms": [1.5, 2.0]}))}
+            {"output": {"last_frame": {"prompt_version": 1}, "fps": None}, "stages_ms": [1.5, 2.0], "frames": 7,
+             "mean": 0.5}))}
         state.apply_preset("oil")  # a change from another thread (the OBS bridge, the CLI...)
         for _ in range(50):
             msg = ws.receive_json()

@@ -149,3 +149,12 @@ def test_style_reference_from_file(tiny_flux2_dir, tmp_path):
     assert np.array_equal(from_file.edit(f, prompt="x"), from_array.edit(f, prompt="x"))
     with pytest.raises(EngineConfigError, match="not a readable image"):
         _make(tiny_flux2_dir, style_reference=tmp_path / "missing.png")
+
+
+def test_corrupt_weights_file(tiny_flux2_dir, tmp_path):
+    broken = tmp_path / "m"
+    shutil.copytree(tiny_flux2_dir, broken)
+    weights = next((broken / "transformer").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])  # a download cut short
+    with pytest.raises(EngineConfigError, match=r"could not load the model.*corrupt"):
+        create_engine("flux2", model=str(broken), device="cpu")

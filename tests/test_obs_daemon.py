@@ -11,7 +11,7 @@ import time
 import pytest
 
 from daemon_helpers import daemon_config
-from obs_harness import OBS_PASSWORD, Obs, free_port, wait_for, xvfb  # noqa: F401 - xvfb: fixture
+from obs_harness import OBS_PASSWORD, Obs, free_port, need_binaries, wait_for, xvfb  # noqa: F401 - xvfb: fixture
 from tests.camera_backend import read_log
 from vcam.control.client import DaemonClient
 from vcam.daemon import Daemon
@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.obs, pytest.mark.timeout(180)]
 
 
 def test_obs_hotkey_and_scene_drive_the_daemon_and_survive_an_obs_restart(xvfb, tmp_path):  # noqa: F811
+    need_binaries("obs")
     camera_log = tmp_path / "camera.log"
     obs_port = free_port()
     cfg = daemon_config(camera_log, **{

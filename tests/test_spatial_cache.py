@@ -195,3 +195,35 @@ def test_bad_inputs_are_rejected_with_a_clear_error(model):
         cf.forward(0, cf.plan(None)[0], torch.zeros(2, layout.image, CIN), torch.zeros(2, TEXT, JOINT))
     with pytest.raises(ValueError, match="kv_reference needs reference tokens"):
         CachedFlux2Transformer(model, TokenLayout(TEXT, GH, GW, grid_refs=0), steps=1, kv_reference=True)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kv", [False, True])
+def test_klein_4b_shapes_on_meta_device(kv):
+    """Real klein-4B shapes (5 + 20 blocks, 24 x 128, joint 7680) at 512x512 editing, on the meta device
+    (no memory, no compute): the cached forward runs at full scale, FLOPs follow the active fraction,
+    and the cache holds K/V for 2560 rows x 25 blocks per step (~0.8 GB per step in bf16)."""
+    with torch.device("meta"):
+        m = Flux2Transformer2DModel(
+            patch_size=1, in_channels=128, num_layers=5, num_single_layers=20, attention_head_dim=128,
+            num_attention_heads=24, joint_attention_dim=7680, mlp_ratio=3.0, axes_dims_rope=(32, 32, 32, 32),
+            rope_theta=2000, guidance_embeds=False,
+        ).eval()
+    m = m.to(torch.bfloat16)
+    layout = TokenLayout(512, 32, 32, grid_refs=1)
+    txt_ids, img_ids = klein_ids(32, 32, 512)
+    cf = CachedFlux2Transformer(m, layout, steps=2, kv_reference=kv)
+    cf.prepare(torch.tensor([1.0, 0.5], device="meta"), txt_ids.to("meta"), img_ids.to("meta"))
+    assert cf.cache.nbytes() == 2 * 2 * 2560 * 25 * 3072 * 2 + 2 * 1024 * 128 * 2
+    hs = torch.empty(1, 2048, 128, device="meta", dtype=torch.bfloat16)
+    text = torch.empty(1, 512, 7680, device="meta", dtype=torch.bfloat16)
+    dense, out = count_flops(lambda: cf.forward(0, cf.plan(None)[0], hs, text))
+    assert out.shape == (1, 1024, 128)
+    for frac, bound in ((0.1, 0.2), (0.5, 0.6)):
+        active = np.zeros(layout.cells, bool)
+        active[: round(frac * layout.cells)] = True
+        plans = cf.plan(active, np.zeros(layout.side, bool))
+        flops, out = count_flops(lambda: cf.forward(0, plans[0], hs, text))
+        assert out.shape == (1, 1024, 128) and flops <= bound * dense
+        if kv:  # later steps: no reference rows, their K/V come from step 0
+            assert plans[1].n_ref == 0 and cf.forward(1, plans[1], hs[:, :1024], text).shape == (1, 1024, 128)

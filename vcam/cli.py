@@ -149,14 +149,7 @@ def demo(config: ConfigOpt = None, set_: SetOpt = None, duration: DurationOpt = 
 def status(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
            url: Annotated[Optional[str], typer.Option(help="Daemon URL (default: from the config).")] = None) -> None:
     """Show a running daemon's state: prompt, engine, fps, per-stage timings, errors."""
-    from vcam.control.client import ControlRequestError, DaemonUnavailable, client_for
-
-    cfg = load(config, set_)
-    try:
-        with client_for(cfg.control, url) as client:
-            st = client.status()
-    except (DaemonUnavailable, ControlRequestError) as e:
-        _fail([str(e)], code=1)
+    st = _control_call(load(config, set_), url, lambda c: c.status())
     if as_json:
         typer.echo(json.dumps(st, indent=2))
         return
@@ -331,6 +324,14 @@ def token_cmd(config: ConfigOpt = None, set_: SetOpt = None,
     typer.echo(f"{'new token written to' if created else 'token from'} {path} (clients send it as "
                f"`Authorization: Bearer <token>`):", err=True)
     typer.echo(token)
+
+
+@app.command("obs-script")
+def obs_script_cmd() -> None:
+    """Print the path of the OBS script to add in OBS under Tools -> Scripts."""
+    from importlib import resources
+
+    typer.echo(resources.files("obs_scripts").joinpath("fluxrt_presets.py"))
 
 
 @app.command("hotkeys")

@@ -123,8 +123,10 @@ def load(model: str | Path, models_dir: Path | None = None, *, dtype=None, devic
         text_encoder = Qwen3ForCausalLM.from_pretrained(folder / "text_encoder", dtype=dtype)
         tokenizer = Qwen2TokenizerFast.from_pretrained(folder / "tokenizer")
         scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler")
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise EngineConfigError(f"could not load the model in {folder}: {e}; {download_hint(str(model))}") from e
+    except Exception as e:  # corrupt or truncated files raise library-specific errors (e.g. SafetensorError)
+        first = " ".join(str(e).split())[:300]
+        raise EngineConfigError(f"could not load the model in {folder} ({type(e).__name__}: {first}); the download "
+                                f"may be corrupt: delete the folder and {download_hint(str(model))}") from e
     for m in (transformer, vae, text_encoder):
         m.eval().requires_grad_(False)
         if device is not None:

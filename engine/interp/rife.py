@@ -85,15 +85,24 @@ class Head(nn.Module):
 
 
 class ResConv(nn.Module):
+    """leaky_relu(conv(x) * beta + x); `fold_()` moves beta into the conv (one elementwise pass fewer)."""
+
     def __init__(self, c: int):
         super().__init__()
         self.conv = nn.Conv2d(c, c, 3, 1, 1)
         self.beta = nn.Parameter(torch.ones(1, c, 1, 1))
+        self.folded = False
+
+    @torch.no_grad()
+    def fold_(self) -> None:
+        if not self.folded:
+            self.conv.weight.mul_(self.beta.view(-1, 1, 1, 1))
+            self.conv.bias.mul_(self.beta.view(-1))
+            self.beta.fill_(1.0)  # the state stays valid for the unfolded formula too
+            self.folded = True
 
     def forward(self, x: Tensor) -> Tensor:
-        # relu(conv(x) * beta + x) with beta folded into the conv's weight and bias: one pass fewer
-        beta = self.beta.view(-1)
-        y = F.conv2d(x, self.conv.weight * beta.view(-1, 1, 1, 1), self.conv.bias * beta, padding=1)
+        y = self.conv(x) if self.folded else self.conv(x) * self.beta
         return F.leaky_relu(y.add_(x), 0.2, inplace=True)
 
 
@@ -316,6 +325,9 @@ class RifeInterpolator(Interpolator):
                  max_batch: int = 4, bisect_depth: int = 4):
         self.device = torch.device(device)
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
+        for m in net.modules():  # inference-only form of the loaded weights
+            if isinstance(m, ResConv):
+                m.fold_()
         self.net = net.to(self.device, self.dtype)
         self.arch: Arch = arch
         self.name = arch

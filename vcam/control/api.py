@@ -135,6 +135,8 @@ def json_safe(value: Any) -> Any:
         return [json_safe(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return json_safe(dataclasses.asdict(value))
+    if callable(getattr(value, "item", None)) and getattr(value, "shape", None) == ():  # numpy scalars
+        return json_safe(value.item())
     return str(value)
 
 

@@ -49,6 +49,10 @@ class ControlState:
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
+    def unsubscribe(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     # ---- changing ------------------------------------------------------------------------------
     def _commit(self, **changes: Any) -> Settings:
         with self._lock:

@@ -130,6 +130,9 @@ class ObsBridge:
             self._thread = None
         for name in _OBSWS_LOGGERS:
             logging.getLogger(name).removeFilter(self._scrub)
+        if self._subscribed:
+            self.state.unsubscribe(self._on_settings)
+            self._subscribed = False
 
     def status(self) -> dict[str, Any]:
         with self._lock:
