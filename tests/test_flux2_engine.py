@@ -201,3 +201,23 @@ def test_default_engine_first_frame_matches_pipeline(tiny_flux2_dir, pipe):
     ours = e.raw_latents(e.denoise(frame, prompt="a watercolor painting", seed=2, steps=2))
     ref = _pipeline_latents(pipe, Image.fromarray(frame), "a watercolor painting", 2, 2)
     assert (ours - ref).abs().max().item() <= 1e-5
+
+
+def test_prompt_cache_keeps_the_newest_prompts(tiny_flux2_dir):
+    from engine.flux2.loader import load
+    from engine.flux2.text import PromptCache
+
+    c = load(tiny_flux2_dir)
+    cache = PromptCache(c.text_encoder, c.tokenizer, device=torch.device("cpu"), dtype=torch.float32, capacity=2)
+    a, ids = cache.get("a")
+    assert a.shape == (1, 512, 3 * 32) and ids.shape == (512, 4) and torch.equal(ids[:, 3], torch.arange(512))
+    cache.get("b")
+    cache.get("a")  # hit, and "a" becomes the newest
+    cache.get("c")  # evicts "b"
+    assert cache.encoder_calls == 3
+    cache.get("a")
+    assert cache.encoder_calls == 3
+    cache.get("b")
+    assert cache.encoder_calls == 4
+    with pytest.raises(TypeError):
+        cache.get(None)

@@ -227,3 +227,35 @@ def test_klein_4b_shapes_on_meta_device(kv):
         assert out.shape == (1, 1024, 128) and flops <= bound * dense
         if kv:  # later steps: no reference rows, their K/V come from step 0
             assert plans[1].n_ref == 0 and cf.forward(1, plans[1], hs[:, :1024], text).shape == (1, 1024, 128)
+
+
+def test_real_form_rope_equals_complex_rope():
+    from engine.spatial_cache.forward import _rope, _rope_real
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 5, 2, 16, generator=g)
+    ang = torch.randn(5, 8, generator=g)
+    freqs = torch.stack([ang.cos(), ang.sin()], -1)
+    torch.testing.assert_close(_rope_real(x, freqs), _rope(x, freqs), atol=1e-6, rtol=0)
+
+
+@pytest.mark.timeout(300)
+def test_compiled_block_code_with_buckets_matches_eager(model):
+    """The GPU path (torch.compile + bucketed row counts) run on CPU: same results as eager."""
+    layout = TokenLayout(TEXT, GH, GW, grid_refs=1)
+    txt_ids, img_ids = klein_ids(GH, GW, TEXT)
+    noise, refs, text = inputs(layout)
+    hs0, hs1 = torch.cat([noise, refs], 1), torch.cat([noise, refs.flip(1)], 1)
+    rng = np.random.default_rng(0)
+    frames = [(rng.random(layout.cells) < f, rng.random(layout.side) < 0.3) for f in (0.2, 0.6, 0.3)]
+    results = []
+    for compile in (False, True):
+        cf = CachedFlux2Transformer(model, layout, steps=1, buckets=(16, 32, 64), compile=compile)
+        cf.prepare(SIGMAS[:1], txt_ids, img_ids)
+        outs = [cf.forward(0, cf.plan(None)[0], hs0, text)]
+        outs += [cf.forward(0, cf.plan(a, s)[0], hs1, text) for a, s in frames]
+        results.append(outs)
+        if compile:
+            assert cf.compile_report == {"double": "compiled", "single": "compiled"}
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=0)

@@ -118,7 +118,8 @@ class Flux2Engine(Engine):
         except (TypeError, ValueError) as e:
             raise EngineConfigError(f"cache: {e}") from None
         self.cache_settings = settings.as_dict()
-        self.spatial_cache = SpatialCache(self.transformer, settings, kv_reference=self.kv) if settings.enabled else None
+        self.spatial_cache = (SpatialCache(self.transformer, settings, kv_reference=self.kv, compile=compile)
+                              if settings.enabled else None)
         self._cache_frame: tuple[np.ndarray, str, int, int, FramePlan] | None = None  # set by denoise per frame
         self._cache_stats: dict[str, float] = {}
         self.text = PromptCache(_to(components.text_encoder, None, dtype), components.tokenizer, device=device,

@@ -96,8 +96,10 @@ class SpatialCache:
         kv_reference: bool = False,
         ref_fixed_timestep: float = 0.0,
         buckets: tuple[int, ...] | str | None = "auto",
+        compile: bool = False,
     ) -> None:
         self.transformer = transformer
+        self.compile = compile
         self.settings = settings or CacheSettings()
         self.kv_reference = kv_reference
         self.ref_fixed_timestep = ref_fixed_timestep
@@ -150,7 +152,7 @@ class SpatialCache:
                 buckets = default_buckets(layout.image) if p.device.type == "cuda" else None
             self._fwd = CachedFlux2Transformer(
                 self.transformer, layout, key.steps, kv_reference=self.kv_reference,
-                ref_fixed_timestep=self.ref_fixed_timestep, buckets=buckets,
+                ref_fixed_timestep=self.ref_fixed_timestep, buckets=buckets, compile=self.compile,
             )
             self._mask = ChangeMask(layout.grid_h, layout.grid_w, layout.side, tau=self.settings.tau,
                                     halo=self.settings.halo, refresh_period=self.settings.refresh_period)

@@ -47,15 +47,41 @@ def _flat(mods: tuple[tuple[torch.Tensor, ...], ...]) -> Mod:
 
 
 def _rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """x [1, n, H, Dh] rotated by the rows' freqs [n, Dh/2] (complex): diffusers' interleaved pairs
+    """x [1, n, H, Dh] rotated by the rows' freqs [n, Dh/2, 2] (cos, sin): diffusers' interleaved pairs
     (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin), as one complex multiply (~8x fewer passes on CPU)."""
     xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # [1, n, H, Dh/2]
-    return torch.view_as_real(xc * freqs[None, :, None, :]).flatten(-2).to(x.dtype)
+    return torch.view_as_real(xc * torch.view_as_complex(freqs)[None, :, None, :]).flatten(-2).to(x.dtype)
+
+
+def _rope_real(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """The same rotation without complex tensors, which torch.compile (inductor) cannot fuse."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    x0, x1 = pairs[..., 0], pairs[..., 1]
+    c, s = freqs[None, :, None, :, 0], freqs[None, :, None, :, 1]
+    return torch.stack((x0 * c - x1 * s, x1 * c + x0 * s), dim=-1).flatten(-2).to(x.dtype)
 
 
 def _rows_mod(a: Mod, b: Mod, n_a: int, n_b: int) -> Mod:
     # per-row modulation: the first n_a rows take `a`, the last n_b take `b` (9B-KV step 0)
     return tuple(torch.cat([x.expand(1, n_a, -1), y.expand(1, n_b, -1)], dim=1) for x, y in zip(a, b))
+
+
+class _Compiled:
+    """A compiled block function that falls back to eager for good on its first compiler failure."""
+
+    def __init__(self, name: str, eager, report: dict[str, str]) -> None:
+        self.name, self.eager, self.report = name, eager, report
+        self.compiled = torch.compile(eager)
+        report[name] = "compiled"
+
+    def __call__(self, *args):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as e:  # the compiler's failure: eager re-raises the model's own errors
+                self.compiled = None
+                self.report[self.name] = f"eager ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+        return self.eager(*args)
 
 
 class CachedFlux2Transformer:
@@ -70,6 +96,7 @@ class CachedFlux2Transformer:
         kv_reference: bool = False,
         ref_fixed_timestep: float = 0.0,
         buckets: tuple[int, ...] | None = None,
+        compile: bool = False,
     ) -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -101,6 +128,12 @@ class CachedFlux2Transformer:
         )
         self._consts: list[StepConsts] | None = None
         self._freqs: torch.Tensor | None = None
+        # block code, optionally torch.compile'd: one graph per block type is reused by every block, and
+        # bucketed row counts keep the shapes few (dynamo marks the row dimension dynamic after one change)
+        self.compile_report: dict[str, str] = {}
+        self._double_fn = _Compiled("double", self._double, self.compile_report) if compile else self._double
+        self._single_fn = _Compiled("single", self._single, self.compile_report) if compile else self._single
+        self._rope = _rope_real if compile else _rope
 
     # ---- per (shape, steps, seed) preparation ---------------------------------------------------
     @torch.no_grad()
@@ -120,9 +153,9 @@ class CachedFlux2Transformer:
             raise ValueError(f"expected {self.steps} timesteps, got {timesteps.numel()}")
         cos_t, sin_t = m.pos_embed(txt_ids.to(self.device))
         cos_i, sin_i = m.pos_embed(img_ids.to(self.device))
-        # diffusers' tables repeat each frequency for the two members of a pair: keep one, as complex
+        # diffusers' tables repeat each frequency for both members of a pair: keep one (cos, sin) per pair
         cos, sin = torch.cat([cos_t, cos_i]), torch.cat([sin_t, sin_i])  # [L, Dh]
-        self._freqs = torch.complex(cos[:, 0::2].float(), sin[:, 0::2].float())  # [L, Dh/2]
+        self._freqs = torch.stack([cos[:, 0::2], sin[:, 0::2]], dim=-1).float().contiguous()  # [L, Dh/2, 2]
         consts = []
         for s in range(self.steps):
             t = timesteps[s : s + 1].to(self.device, self.dtype) * 1000
@@ -191,12 +224,12 @@ class CachedFlux2Transformer:
 
         # 2. double-stream blocks: text rows through the context weights, image rows through the image weights
         for blk, kv in zip(m.transformer_blocks, self.cache.double_layers):
-            x_txt, x_img = self._double(blk, kv, step, plan, x_txt, x_img, img_mod, c.double_txt, kv0)
+            x_txt, x_img = self._double_fn(blk, kv, step, plan, x_txt, x_img, img_mod, c.double_txt, kv0)
 
         # 3. single-stream blocks over [text rows, image rows]
         x = x_img if x_txt is None else (x_txt if x_img is None else torch.cat([x_txt, x_img], dim=1))
         for blk, kv in zip(m.single_transformer_blocks, self.cache.single_layers):
-            x = self._single(blk, kv, step, plan, x, single_mod, kv0)
+            x = self._single_fn(blk, kv, step, plan, x, single_mod, kv0)
 
         # 4. output of the active noise rows; static ones keep the cached output of this step
         if kv0 and self.steps > 1:
@@ -247,7 +280,7 @@ class CachedFlux2Transformer:
             ks.append(attn.norm_k(k.unflatten(-1, (-1, dh))))
             vs.append(v.unflatten(-1, (-1, dh)))
         q, k, v = (t[0] if len(t) == 1 else torch.cat(t, dim=1) for t in (qs, ks, vs))  # [1, n, H, Dh]
-        q, k = _rope(q, plan.freqs), _rope(k, plan.freqs)
+        q, k = self._rope(q, plan.freqs), self._rope(k, plan.freqs)
         k_all, v_all = kv.update(step, plan.rows, k, v)
         o = self._attend(attn, q, k_all, v_all, plan, kv0)
 
@@ -272,7 +305,7 @@ class CachedFlux2Transformer:
         qkv, mlp = proj.split([qkv_dim, proj.shape[-1] - qkv_dim], dim=-1)
         q, k, v = (t.unflatten(-1, (-1, dh)) for t in qkv.chunk(3, dim=-1))
         q, k = attn.norm_q(q), attn.norm_k(k)
-        q, k = _rope(q, plan.freqs), _rope(k, plan.freqs)
+        q, k = self._rope(q, plan.freqs), self._rope(k, plan.freqs)
         k_all, v_all = kv.update(step, plan.rows, k, v)
         o = self._attend(attn, q, k_all, v_all, plan, kv0)
         x = x + gate * attn.to_out(torch.cat([o, attn.mlp_act_fn(mlp)], dim=-1))

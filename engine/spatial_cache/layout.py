@@ -77,7 +77,7 @@ class RowPlan:
     txt_in: torch.Tensor | None  # (n_text,) rows of encoder_hidden_states
     img_in: torch.Tensor | None  # (n_noise + n_ref,) rows of the image stream
     noise_out: torch.Tensor | None  # (n_noise,) rows of the noise output
-    freqs: torch.Tensor  # (n, head_dim / 2) complex64 rotary rows
+    freqs: torch.Tensor  # (n, head_dim / 2, 2) float32 rotary rows (cos, sin)
 
     @property
     def n(self) -> int:
