@@ -204,3 +204,22 @@ def test_preview_port_in_use_is_reported_and_the_camera_still_runs(camera_log):
     finally:
         d.stop()
         taken.close()
+
+
+@pytest.mark.timeout(300)
+def test_flux2_tiny_runs_end_to_end_through_the_virtual_camera(camera_log):
+    # model "test" selects the smallest tiny FLUX.2 preset; it is built offline on first use
+    d = Daemon(daemon_config(camera_log, **{"engine.name": "flux2-tiny", "engine.model": "test", "source.fps": 10}))
+    d.start()
+    try:
+        wait_until(lambda: d.status()["inference"].get("frames", 0) >= 3, timeout=240)
+        inf = d.status()["inference"]
+        assert inf["engine"] == "flux2-tiny" and inf["engine_error"] is None
+        assert set(inf["stages_ms"]) >= {"prepare", "denoise", "decode"} and inf["stages_ms"]["denoise"] > 0
+        version = d.state.set_prompt("a bronze statue").prompt_version
+        wait_until(lambda: d.status()["output"]["last_frame"]["prompt_version"] == version, timeout=60)
+        rows = read_log(camera_log)
+        assert rows[-1][3] == 128 * 96 * 3
+        assert len({r[1] for r in rows[-20:]}) > 1  # edited frames change (the scene moves)
+    finally:
+        d.stop()
