@@ -39,6 +39,10 @@ def run(*, size: int = 512, methods: Sequence[str] = METHODS, cases: int | None 
 
     if size < 32:
         raise ValueError(f"size must be >= 32 pixels, got {size}")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     chosen = [c for c in CASES if not c.periodic][: cases if cases is not None else None]
     if not chosen:
         raise ValueError(f"cases must be >= 1, got {cases}")
