@@ -46,6 +46,7 @@ def test_bench_engine_cli_table(tiny_cache):
                        "--set", "engine.width=64", "--set", "engine.height=64", "--set", "engine.steps=2"])
     assert r.exit_code == 0, r.output
     assert "denoise" in r.stdout and "engine fps" in r.stdout and "64x64, 2 steps" in r.stdout
+    assert "spatial cache: on, median active fraction" in r.stdout  # the default config has the cache on
 
 
 def test_bench_engine_bad_config_exits_2():
@@ -56,9 +57,11 @@ def test_bench_engine_bad_config_exits_2():
 def test_run_engine_with_passthrough():
     from engine import create_engine
 
-    data = run_engine(create_engine("passthrough"), width=32, height=32, steps=2, prompt="x", frames_n=2, warmup=0)
+    notes: list[str] = []
+    data = run_engine(create_engine("passthrough"), width=32, height=32, steps=2, prompt="x", frames_n=2, warmup=0,
+                      notes=notes)
     assert data["resolution"] == "32x32" and data["model"] == "passthrough"
-    assert "passthrough" in table(data)
+    assert "passthrough" in table(data, notes) and notes == ["spatial cache: off"]
 
 
 def test_frames_drift_like_a_webcam():

@@ -370,11 +370,12 @@ def bench_engine(
     from vcam.bench.engine import run, table
 
     cfg = load(config, set_)
+    notes: list[str] = []
     try:
-        result = run(cfg, frames_n=frames, warmup=warmup, tiny_preset=tiny_preset)
+        result = run(cfg, frames_n=frames, warmup=warmup, tiny_preset=tiny_preset, notes=notes)
     except EngineConfigError as e:
         _fail([str(e)])
-    emit(result, as_json, table(result))
+    emit(result, as_json, table(result, notes))
 
 
 @bench_app.command("pipeline")

@@ -42,8 +42,9 @@ def device_name(engine) -> str:
 
 
 def run_engine(engine, *, width: int, height: int, steps: int, prompt: str, seed: int = 0, frames_n: int = 3,
-               warmup: int = 1, model: str = "") -> dict[str, Any]:
-    """Time `engine.edit` on `frames_n` frames after `warmup` frames; the issue's JSON shape."""
+               warmup: int = 1, model: str = "", notes: list[str] | None = None) -> dict[str, Any]:
+    """Time `engine.edit` on `frames_n` frames after `warmup` frames; the issue's JSON shape. Facts that are not
+    part of that shape (the spatial cache's active fraction) are appended to `notes` for the table."""
     if frames_n < 1 or warmup < 0:
         raise ValueError("frames must be >= 1 and warmup >= 0")
     stream = frames(width, height, warmup + frames_n)
@@ -51,13 +52,19 @@ def run_engine(engine, *, width: int, height: int, steps: int, prompt: str, seed
         engine.edit(f, prompt=prompt, seed=seed, steps=steps)
     per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
     totals: list[float] = []
+    active: list[float] = []
     for f in stream[warmup:]:
         t0 = time.perf_counter()
         engine.edit(f, prompt=prompt, seed=seed, steps=steps)
         totals.append((time.perf_counter() - t0) * 1000.0)
         for s in STAGES:
             per_stage[s].append(float(engine.stats.stages_ms.get(s, 0.0)))
+        if "active_fraction" in engine.stats.cache:
+            active.append(float(engine.stats.cache["active_fraction"]))
     total = statistics.median(totals)
+    if notes is not None:
+        notes.append(f"spatial cache: on, median active fraction {statistics.median(active):.2f} (frames drift 2 px)"
+                     if active else "spatial cache: off")
     return {
         "device": device_name(engine),
         "model": model or getattr(engine, "name", "engine"),
@@ -68,7 +75,8 @@ def run_engine(engine, *, width: int, height: int, steps: int, prompt: str, seed
     }
 
 
-def run(cfg, *, frames_n: int = 3, warmup: int = 1, tiny_preset: str | None = None) -> dict[str, Any]:
+def run(cfg, *, frames_n: int = 3, warmup: int = 1, tiny_preset: str | None = None,
+        notes: list[str] | None = None) -> dict[str, Any]:
     """Build the configured engine (engine.name, "auto" resolved) and time it."""
     from engine import create_engine
     from vcam.models import auto_engine, engine_options
@@ -88,16 +96,16 @@ def run(cfg, *, frames_n: int = 3, warmup: int = 1, tiny_preset: str | None = No
     engine = create_engine(name, **opts)
     try:
         return run_engine(engine, width=e.width, height=e.height, steps=e.steps, prompt=cfg.prompt.text, seed=e.seed,
-                          frames_n=frames_n, warmup=warmup, model=model)
+                          frames_n=frames_n, warmup=warmup, model=model, notes=notes)
     finally:
         engine.close()
 
 
-def table(r: dict[str, Any]) -> str:
+def table(r: dict[str, Any], notes: list[str] | None = None) -> str:
     s = r["stages_ms"]
     rows = [f"engine benchmark on {r['device']}: {r['model']}, {r['resolution']}, {r['steps']} steps",
             f"{'stage':<10}{'ms (median)':>14}"]
     rows += [f"{k:<10}{v:>14.1f}" for k, v in s.items()]
     rows.append(f"{'total':<10}{sum(s.values()):>14.1f}")
     rows.append(f"engine fps: {r['engine_fps']:.3f}")
-    return "\n".join(rows)
+    return "\n".join(rows + list(notes or []))
