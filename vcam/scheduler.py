@@ -4,7 +4,7 @@ The inference process publishes engine outputs in *groups*: the k-1 interpolated
 previous engine frame and the new one, then the new engine frame (index k-1). The scheduler gives
 every frame a presentation time so a group plays evenly over the measured engine interval:
 
-    pts(group n, frame i) = base_n + i * I / k          I: engine interval (moving average measured by the inference process)
+    pts(group n, frame i) = base_n + i * I / k          I: engine interval (median of recent group arrival gaps)
     base_n = clamp(pts of the previous frame + I / k, arrival_n, arrival_n + I / (2k))   (k > 1)
     base_n = arrival_n                                                                   (k = 1)
 
@@ -33,9 +33,9 @@ class Scheduled:
 
 
 class PresentationScheduler:
-    def __init__(self, fps: float, smoothing: float = 0.2):
+    def __init__(self, fps: float, window: int = 9):
         self.keepalive = 1.0 / fps
-        self.smoothing = smoothing
+        self.deltas: deque[float] = deque(maxlen=window)
         self.interval: float | None = None  # engine interval estimate, seconds
         self.pending: deque[Scheduled] = deque()
         self.last_arrival: float | None = None
@@ -46,12 +46,17 @@ class PresentationScheduler:
         """Schedule a complete group (oldest first; the last one is the engine frame)."""
         if not frames:
             return
-        measured = frames[-1][1].engine_interval  # the inference process's own moving average
-        if measured > 0:
-            self.interval = measured
-        elif self.last_arrival is not None and now > self.last_arrival:
+        if self.last_arrival is not None:
             dt = now - self.last_arrival
-            self.interval = dt if self.interval is None else self.interval + self.smoothing * (dt - self.interval)
+            # a gap of several intervals is a stall (restart, pause), not a rate: leave it out
+            if dt > 0 and (not self.deltas or dt < 3 * float(np.median(self.deltas))):
+                self.deltas.append(dt)
+        if len(self.deltas) >= 3:
+            # the median of recent arrival gaps: a noisy estimate makes every slot of a group wrong
+            # by the same amount, and the error accumulates into phase drift
+            self.interval = float(np.median(self.deltas))
+        elif frames[-1][1].engine_interval > 0:
+            self.interval = frames[-1][1].engine_interval  # the inference process's own estimate
         self.last_arrival = now
         # shorten the current run: keep only its engine frames
         if self.pending:
