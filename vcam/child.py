@@ -15,6 +15,7 @@ from vcam.messages import ChildError, ChildStatus
 from vcam.shm import ChannelSpec, Doorbell
 
 STOP = "stop"  # sent on a child's control queue to end it
+RESET_STATS = "reset-stats"  # output process: start the latency / interval statistics afresh
 
 
 @dataclass

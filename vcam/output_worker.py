@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from vcam.cards import status_card
-from vcam.child import STOP, Links, drain, parent_alive, report, run_child
+from vcam.child import RESET_STATS, STOP, Links, drain, parent_alive, report, run_child
 from vcam.config import Config
 from vcam.messages import Settings
 from vcam.scheduler import PresentationScheduler
@@ -57,6 +57,7 @@ class OutputWorker:
             self.sinks["recorder"] = RecorderSink(o.record_path, self.width, self.height, o.fps)
         self.mode = "live"
         self.notice: str | None = None
+        self._card: tuple[list[str], np.ndarray] | None = None
         self.partial: list[tuple[np.ndarray, FrameMeta]] = []
         self.last_frame: np.ndarray | None = None
         self.last_meta: FrameMeta | None = None
@@ -90,17 +91,20 @@ class OutputWorker:
                 self.mode = msg.mode
             elif isinstance(msg, dict) and "notice" in msg:
                 self.notice = msg["notice"]
+                self._card = None
+            elif msg == RESET_STATS:  # a benchmark starts its measurement window
+                self.latency_ms.clear()
+                self.intervals_ms.clear()
         return True
 
     # ---- output ----------------------------------------------------------------------------------
     def card(self) -> np.ndarray:
-        if self.mode == "paused":
-            lines = ["FluxRT Camera", "paused"]
-        else:
-            lines = ["FluxRT Camera", "waiting for the engine..."]
+        lines = ["FluxRT Camera", "paused" if self.mode == "paused" else "waiting for the engine..."]
         if self.notice:
             lines.append(self.notice[:80])
-        return status_card(self.width, self.height, lines)
+        if self._card is None or self._card[0] != lines:  # drawn once per text, not 30 times a second
+            self._card = (lines, status_card(self.width, self.height, lines))
+        return self._card[1]
 
     def send(self, frame: np.ndarray, now: float) -> None:
         for name, sink in self.sinks.items():

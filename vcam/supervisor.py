@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from vcam.child import STOP, Links
+from vcam.child import RESET_STATS, STOP, Links
 from vcam.config import Config
 from vcam.inference_worker import inference_main
 from vcam.messages import ChildError, ChildStatus, Settings
@@ -91,6 +91,9 @@ class Supervisor:
             self.settings = settings
             for child in self.children.values():
                 child.links.control.put(settings)
+
+    def reset_output_stats(self) -> None:
+        self.children["output"].links.control.put(RESET_STATS)
 
     def notice(self, text: str | None) -> None:
         self.children["output"].links.control.put({"notice": text})

@@ -80,12 +80,14 @@ def measure_resolution(width: int, height: int, fps: float, seconds: float) -> d
     d.start()
     try:
         _wait_for_frames(d)
-        time.sleep(seconds)  # the output's statistics window now holds only steady-state frames
+        time.sleep(1.0)  # warm-up
+        d.supervisor.reset_output_stats()  # measure the steady state only
+        time.sleep(seconds)
         out = d.status()["output"]
         d.state.update(mode="paused")
         time.sleep(0.5)
         pids = [os.getpid(), d.status()["inference"]["pid"], out["pid"]]
-        idle, daemon_idle = _cpu_pct(out["pid"], pids, 2.0)
+        idle, daemon_idle = _cpu_pct(out["pid"], pids, 3.0)
     finally:
         d.stop()
     return {
@@ -108,6 +110,7 @@ def measure_pacing(engine_fps: float = 8.0, factor: int = 4, seconds: float = 10
     try:
         _wait_for_frames(d)
         time.sleep(1.0)
+        d.supervisor.reset_output_stats()
         a = d.status()
         time.sleep(seconds)
         b = d.status()
