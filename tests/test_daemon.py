@@ -223,3 +223,21 @@ def test_flux2_tiny_runs_end_to_end_through_the_virtual_camera(camera_log):
         assert len({r[1] for r in rows[-20:]}) > 1  # edited frames change (the scene moves)
     finally:
         d.stop()
+
+
+@pytest.mark.timeout(300)
+def test_unreadable_style_reference_is_reported_and_editing_continues(camera_log, tmp_path):
+    d = Daemon(daemon_config(camera_log, **{"engine.name": "flux2-tiny", "engine.model": "test", "source.fps": 10}))
+    d.start()
+    try:
+        wait_until(lambda: d.status()["inference"].get("frames", 0) >= 2, timeout=240)
+        d.state.update(cache={"tau": 8.0})  # a live cache change is applied, not fatal
+        d.state.presets.append(type(d.state.presets[0])(name="styled", prompt="x", style_reference=tmp_path / "gone.png"))
+        d.state.apply_preset("styled")
+        err = wait_until(lambda: d.status()["inference"].get("settings_error"), timeout=30)
+        assert "gone.png" in err and "not a readable image" in err
+        done = d.status()["inference"]["frames"]
+        wait_until(lambda: d.status()["inference"]["frames"] > done + 1, timeout=60)
+        assert d.status()["inference"]["restarts"] == 0
+    finally:
+        d.stop()

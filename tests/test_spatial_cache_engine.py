@@ -75,3 +75,32 @@ def test_bad_cache_options_are_a_config_error(tiny_flux2_dir):
         engine(tiny_flux2_dir, cache={"tau": 4.0, "radius": 2})
     with pytest.raises(EngineConfigError, match="rho"):
         engine(tiny_flux2_dir, cache={"rho": 1.5})
+
+
+def test_live_cache_settings_and_style_reference_changes(tiny_flux2_dir, tmp_path):
+    import cv2
+
+    eng = engine(tiny_flux2_dir)
+    frame = textured()
+    eng.edit(frame, prompt="a")
+    first = eng.spatial_cache
+    eng.configure_cache(dict(first.settings.as_dict()))  # unchanged: the warm cache is kept
+    assert eng.spatial_cache is first
+    eng.configure_cache({"enabled": True, "tau": 9.0, "halo": 0, "refresh_period": 5, "rho": 0.5})
+    assert eng.spatial_cache is not first and eng.spatial_cache.settings.tau == 9.0
+    eng.edit(frame, prompt="a")
+    assert eng.stats.cache  # the new cache ran
+    eng.configure_cache({"enabled": False})
+    assert eng.spatial_cache is None
+    dense = eng.edit(frame, prompt="a")
+    with pytest.raises(EngineConfigError, match="tau"):
+        eng.configure_cache({"tau": -1})
+    style = tmp_path / "style.png"
+    cv2.imwrite(str(style), np.full((H, W, 3), 200, np.uint8))
+    eng.set_style_reference(style)
+    styled = eng.edit(frame, prompt="a")
+    assert not np.array_equal(styled, dense)  # the second reference changes the edit
+    eng.set_style_reference(None)
+    assert np.array_equal(eng.edit(frame, prompt="a"), dense)
+    with pytest.raises(EngineConfigError, match="not a readable image"):
+        eng.set_style_reference(tmp_path / "missing.png")

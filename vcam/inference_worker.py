@@ -18,30 +18,20 @@ from engine.interp.base import Interpolator, timesteps
 from vcam.child import STOP, Links, drain, parent_alive, report, run_child
 from vcam.config import Config
 from vcam.messages import Settings
+from vcam.models import auto_engine, engine_options
 from vcam.shm import FrameChannel, FrameMeta
 
 log = logging.getLogger(__name__)
 STATUS_EVERY_S = 0.5
 
 
-def choose_engine(cfg: Config) -> tuple[str, str | None]:
-    """Resolve engine.name = "auto": flux2 with a CUDA device, else the tiny model (and say why)."""
-    if cfg.engine.name != "auto":
-        return cfg.engine.name, None
-    import torch
-
-    if not torch.cuda.is_available():
-        return "flux2-tiny", "no CUDA device: running the tiny randomly initialised FLUX.2 (CPU demo; output is not a real edit)"
-    return "flux2", None
-
-
 def build_engine(cfg: Config) -> tuple[Engine, str | None, str | None]:
     """(engine, note, error). On failure the passthrough engine and the error, so frames keep flowing."""
-    name, note = choose_engine(cfg)
+    name, why = auto_engine(cfg.engine)
+    note = why if cfg.engine.name == "auto" and name == "flux2-tiny" else None
     if name == "passthrough":
         return PassthroughEngine(), note, None
-    options: dict[str, Any] = cfg.engine.model_dump(exclude={"name"})
-    options["cache"] = cfg.cache.model_dump()
+    options = engine_options(cfg)
     try:
         return create_engine(name, **options), note, None
     except Exception as e:  # noqa: BLE001 - any build failure keeps the camera alive
@@ -74,6 +64,7 @@ class InferenceWorker:
         self.engine: Engine = PassthroughEngine()
         self.engine_note: str | None = None
         self.engine_error: str | None = None
+        self.settings_error: str | None = None
         self.interp: Interpolator | None = None
         self.interp_key: tuple | None = None
         self.interp_note: str | None = None
@@ -92,10 +83,15 @@ class InferenceWorker:
 
     def apply(self, s: Settings) -> None:
         self.settings = s
-        if hasattr(self.engine, "configure_cache"):
-            self.engine.configure_cache(s.cache)  # type: ignore[attr-defined]
-        if hasattr(self.engine, "set_style_reference"):
-            self.engine.set_style_reference(s.style_reference)  # type: ignore[attr-defined]
+        try:
+            if hasattr(self.engine, "configure_cache"):
+                self.engine.configure_cache(s.cache)  # type: ignore[attr-defined]
+            if hasattr(self.engine, "set_style_reference"):
+                self.engine.set_style_reference(s.style_reference)  # type: ignore[attr-defined]
+            self.settings_error = None
+        except Exception as e:  # noqa: BLE001 - e.g. an unreadable style image: keep editing as before
+            self.settings_error = f"settings {s.prompt_version} not fully applied: {e}"
+            log.error("%s", self.settings_error)
         it = s.interpolation
         key = (it.get("method"), it.get("factor"), it.get("model_path"))
         if key != self.interp_key:
@@ -116,6 +112,7 @@ class InferenceWorker:
             "engine": getattr(self.engine, "name", type(self.engine).__name__),
             "engine_note": self.engine_note,
             "engine_error": self.engine_error,
+            "settings_error": self.settings_error,
             "mode": s.mode if s else None,
             "prompt_version": s.prompt_version if s else None,
             "frames": self.frames,

@@ -118,6 +118,7 @@ class Flux2Engine(Engine):
         except (TypeError, ValueError) as e:
             raise EngineConfigError(f"cache: {e}") from None
         self.cache_settings = settings.as_dict()
+        self._compile = compile
         self.spatial_cache = (SpatialCache(self.transformer, settings, kv_reference=self.kv, compile=compile)
                               if settings.enabled else None)
         self._cache_frame: tuple[np.ndarray, str, int, int, FramePlan] | None = None  # set by denoise per frame
@@ -157,7 +158,35 @@ class Flux2Engine(Engine):
         self._kv_cache = None  # reference K/V of the current frame (klein 9B-KV)
         self._pinned_in = self._pinned_out = None
         self._style = self._load_style(style_reference) if style_reference is not None else None
+        self._style_key = None if style_reference is None or isinstance(style_reference, np.ndarray) else str(
+            Path(style_reference).expanduser())
         log.info("FLUX.2 engine ready: %s", self.info)
+
+    # ---- live changes between frames (the daemon's control API) --------------------------------------------
+    def configure_cache(self, options: dict | None) -> None:
+        """New spatial-cache settings (CacheConfig fields). A change starts a fresh cache, so the next frame
+        recomputes everything with the new tau / halo / refresh period / rho."""
+        from engine.spatial_cache import CacheSettings, SpatialCache
+
+        try:
+            settings = CacheSettings.from_options(options)
+        except (TypeError, ValueError) as e:
+            raise EngineConfigError(f"cache: {e}") from None
+        if settings.as_dict() == self.cache_settings:
+            return
+        self.cache_settings = settings.as_dict()
+        self.spatial_cache = None  # free the old buffers first
+        self.last_mask = None
+        if settings.enabled:
+            self.spatial_cache = SpatialCache(self.transformer, settings, kv_reference=self.kv, compile=self._compile)
+
+    def set_style_reference(self, ref: Path | str | None) -> None:
+        """Use another style reference image (or none); encoded once here, not per frame."""
+        key = None if ref is None else str(Path(ref).expanduser())
+        if key == self._style_key:
+            return
+        self._style = None if key is None else self._load_style(Path(key))
+        self._style_key = key
 
     # ---- one-time preparation -------------------------------------------------------------------------------
     def _plan(self, steps: int, seed: int) -> FramePlan:
