@@ -257,29 +257,12 @@ class CachedFlux2Transformer:
 
     def _double(self, blk, kv, step: int, plan: RowPlan, x_txt, x_img, mod: Mod, mod_txt: Mod, kv0: bool):
         attn, dh = blk.attn, blk.attn.head_dim
-        fused = getattr(attn, "fused_projections", False)
-        qs, ks, vs = [], [], []
+        streams = []  # (q, k, v) of the text rows, then of the image rows, each [1, n, H, Dh]
         if plan.n_text:
-            c_shift, c_scale = mod_txt[0], mod_txt[1]
-            y = (1 + c_scale) * blk.norm1_context(x_txt) + c_shift
-            if fused:
-                q, k, v = attn.to_added_qkv(y).chunk(3, dim=-1)
-            else:
-                q, k, v = attn.add_q_proj(y), attn.add_k_proj(y), attn.add_v_proj(y)
-            qs.append(attn.norm_added_q(q.unflatten(-1, (-1, dh))))
-            ks.append(attn.norm_added_k(k.unflatten(-1, (-1, dh))))
-            vs.append(v.unflatten(-1, (-1, dh)))
+            streams.append(_qkv(attn, (1 + mod_txt[1]) * blk.norm1_context(x_txt) + mod_txt[0], dh, added=True))
         if plan.n_image:
-            shift, scale = mod[0], mod[1]
-            y = (1 + scale) * blk.norm1(x_img) + shift
-            if fused:
-                q, k, v = attn.to_qkv(y).chunk(3, dim=-1)
-            else:
-                q, k, v = attn.to_q(y), attn.to_k(y), attn.to_v(y)
-            qs.append(attn.norm_q(q.unflatten(-1, (-1, dh))))
-            ks.append(attn.norm_k(k.unflatten(-1, (-1, dh))))
-            vs.append(v.unflatten(-1, (-1, dh)))
-        q, k, v = (t[0] if len(t) == 1 else torch.cat(t, dim=1) for t in (qs, ks, vs))  # [1, n, H, Dh]
+            streams.append(_qkv(attn, (1 + mod[1]) * blk.norm1(x_img) + mod[0], dh, added=False))
+        q, k, v = (t[0] if len(t) == 1 else torch.cat(t, dim=1) for t in zip(*streams))  # [1, n, H, Dh]
         q, k = self._rope(q, plan.freqs), self._rope(k, plan.freqs)
         k_all, v_all = kv.update(step, plan.rows, k, v)
         o = self._attend(attn, q, k_all, v_all, plan, kv0)
@@ -312,3 +295,16 @@ class CachedFlux2Transformer:
         if x.dtype == torch.float16:
             x = x.clip(-65504, 65504)
         return x
+
+
+def _qkv(attn, y: torch.Tensor, dh: int, added: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Projections + QK-norm of one stream of a double block: the text stream uses the `add_*` (added)
+    weights, the image stream the plain ones. Returns q, k, v as [1, n, H, Dh]."""
+    if getattr(attn, "fused_projections", False):
+        q, k, v = (attn.to_added_qkv if added else attn.to_qkv)(y).chunk(3, dim=-1)
+    elif added:
+        q, k, v = attn.add_q_proj(y), attn.add_k_proj(y), attn.add_v_proj(y)
+    else:
+        q, k, v = attn.to_q(y), attn.to_k(y), attn.to_v(y)
+    norm_q, norm_k = (attn.norm_added_q, attn.norm_added_k) if added else (attn.norm_q, attn.norm_k)
+    return norm_q(q.unflatten(-1, (-1, dh))), norm_k(k.unflatten(-1, (-1, dh))), v.unflatten(-1, (-1, dh))

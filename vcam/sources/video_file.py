@@ -6,12 +6,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vcam.sources.opencv_capture import OpenCvSource
 
-class VideoFileSource:
+
+class VideoFileSource(OpenCvSource):
     def __init__(self, path: Path):
         self.path = Path(path).expanduser()
         self.status: dict[str, object] = {"connected": False, "error": None, "loops": 0}
-        self._cap: cv2.VideoCapture | None = None
         self.native_fps: float | None = None
 
     def _open(self) -> bool:
@@ -39,12 +40,6 @@ class VideoFileSource:
             ok, frame = self._cap.read()
             if not ok:
                 self.status.update(connected=False, error=f"{self.path} has no readable frames")
-                self._cap.release()
-                self._cap = None
+                self._release()
                 return None
         return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None

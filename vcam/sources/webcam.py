@@ -9,10 +9,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vcam.sources.opencv_capture import OpenCvSource
+
 log = logging.getLogger(__name__)
 
 
-class WebcamSource:
+class WebcamSource(OpenCvSource):
     """Reads RGB frames from a webcam given by index ("0") or device path ("/dev/video2").
 
     `read()` returns None while the camera is unavailable; `status` says why and when the next try
@@ -50,9 +52,7 @@ class WebcamSource:
         return True
 
     def _fail(self, message: str) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        self._release()
         if self.status["error"] != message:
             log.warning("%s (retrying every %.1f-%.0f s)", message, self._backoff_initial, self._backoff_max)
         self.status.update(connected=False, error=message)
@@ -68,8 +68,3 @@ class WebcamSource:
             self._fail(f"webcam {self.device!r} stopped delivering frames (unplugged?)")
             return None
         return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
