@@ -38,3 +38,8 @@ def daemon_config(camera_log: Path, **overrides: Any) -> Config:
     }
     base.update(overrides)
     return load_config(None, base)
+
+
+def shown_prompt_version(daemon: Any) -> int | None:
+    """prompt_version of the last frame the output process sent (None before the first one)."""
+    return (daemon.status()["output"].get("last_frame") or {}).get("prompt_version")

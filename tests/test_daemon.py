@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.camera_backend import read_log
-from tests.daemon_helpers import daemon_config, shm_names, wait_until
+from tests.daemon_helpers import daemon_config, shm_names, shown_prompt_version, wait_until
 from vcam.daemon import Daemon
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,7 +44,7 @@ def test_frames_flow_to_the_virtual_camera_with_metadata(camera_log):
         assert rows[-1][3] == 128 * 96 * 3 and rows[-1][2] > 10  # real picture content, not black
         # a prompt change: later frames carry the new prompt_version
         new = d.state.set_prompt("pencil sketch").prompt_version
-        wait_until(lambda: d.status()["output"]["last_frame"]["prompt_version"] == new, timeout=5)
+        wait_until(lambda: shown_prompt_version(d) == new, timeout=5)
     finally:
         d.stop()
     assert shm_names() == before
@@ -217,7 +217,7 @@ def test_flux2_tiny_runs_end_to_end_through_the_virtual_camera(camera_log):
         assert inf["engine"] == "flux2-tiny" and inf["engine_error"] is None
         assert set(inf["stages_ms"]) >= {"prepare", "denoise", "decode"} and inf["stages_ms"]["denoise"] > 0
         version = d.state.set_prompt("a bronze statue").prompt_version
-        wait_until(lambda: d.status()["output"]["last_frame"]["prompt_version"] == version, timeout=60)
+        wait_until(lambda: shown_prompt_version(d) == version, timeout=60)
         rows = read_log(camera_log)
         assert rows[-1][3] == 128 * 96 * 3
         assert len({r[1] for r in rows[-20:]}) > 1  # edited frames change (the scene moves)
