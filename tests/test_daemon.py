@@ -241,3 +241,26 @@ def test_unreadable_style_reference_is_reported_and_editing_continues(camera_log
         assert d.status()["inference"]["restarts"] == 0
     finally:
         d.stop()
+
+
+@pytest.mark.timeout(300)
+def test_preview_overlays_the_cells_the_spatial_cache_recomputed(camera_log):
+    d = Daemon(daemon_config(camera_log, **{"engine.name": "flux2-tiny", "engine.model": "test", "source.fps": 10,
+                                            "engine.width": 128, "engine.height": 128,
+                                            "source.dynamic_fraction": 0.1, "output.virtual_camera": "off"}))
+    d.start()
+    try:
+        wait_until(lambda: d.status()["inference"].get("frames", 0) >= 4, timeout=240)
+        url = d.status()["preview_url"]
+        frac = d.status()["inference"]["cache"]["active_fraction"]
+        assert 0 < frac < 1  # a small object moves: only part of the grid is recomputed
+        plain = cv2.imdecode(np.frombuffer(httpx.get(url + "frame.jpg", timeout=5).content, np.uint8), cv2.IMREAD_COLOR)
+        tinted = cv2.imdecode(np.frombuffer(httpx.get(url + "frame.jpg?overlay=cells", timeout=5).content, np.uint8),
+                              cv2.IMREAD_COLOR)
+        assert plain.shape == tinted.shape == (128, 128, 3)
+        assert httpx.get(url + "frame.jpg?overlay=bogus", timeout=5).status_code == 422
+        # some cells are tinted (red up in BGR's last channel), and not all of them
+        redder = (tinted[..., 2].astype(int) - plain[..., 2].astype(int)) > 20
+        assert 0.01 < redder.mean() < 0.99
+    finally:
+        d.stop()

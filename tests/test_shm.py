@@ -122,3 +122,17 @@ def test_doorbell_wakes_and_times_out():
     bell.ring()
     assert bell.wait(1.0) is True
     assert bell.wait(0.0) is False  # both rings were drained
+
+
+def test_mask_travels_with_its_frame():
+    ch = FrameChannel.create("test", W, H, slots=3)
+    try:
+        mask = np.zeros(ch.mask_shape, bool)
+        mask[1, 2:5] = True
+        ch.write(pattern(0), FrameMeta(0, 0.0, mask=mask))
+        ch.write(pattern(1), FrameMeta(1, 0.0))
+        frames, _ = ch.read_new()
+        assert ch.mask_shape == (H // 16, W // 16)
+        assert np.array_equal(frames[0][1].mask, mask) and frames[1][1].mask is None
+    finally:
+        ch.close()

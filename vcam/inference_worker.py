@@ -175,9 +175,10 @@ class InferenceWorker:
             self.interval = dt if self.interval == 0 else self.interval + 0.2 * (dt - self.interval)
         self.last_out_ts = done
         self.group += 1
+        mask = self.engine.last_mask if s.mode == "live" else None  # the cells the spatial cache recomputed
         for i, f in enumerate(group):
             self.output.write(f, FrameMeta(meta.frame_id, meta.capture_ts, s.prompt_version, self.group, i,
-                                           len(group), self.interval))
+                                           len(group), self.interval, mask=mask))
         self.links.output_bell.ring()
         self.frames += 1
 

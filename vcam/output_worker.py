@@ -106,10 +106,13 @@ class OutputWorker:
             self._card = (lines, status_card(self.width, self.height, lines))
         return self._card[1]
 
-    def send(self, frame: np.ndarray, now: float) -> None:
+    def send(self, frame: np.ndarray, now: float, mask: np.ndarray | None = None) -> None:
         for name, sink in self.sinks.items():
             try:
-                sink.send(frame)
+                if name == "preview":
+                    sink.send(frame, mask)  # it can overlay the recomputed cells
+                else:
+                    sink.send(frame)
             except Exception:  # noqa: BLE001 - one sink failing must not starve the others
                 self.counts["send_errors"] += 1
                 log.exception("sink %s failed", name)
@@ -126,7 +129,7 @@ class OutputWorker:
             self.counts["new"] += 1
             self.counts["engine_frames_shown"] += due.meta.is_engine_frame
             self.showing = "frames"
-            self.send(due.frame, now)
+            self.send(due.frame, now, due.meta.mask)
             self.last_was_new = True
         elif now - self.last_send >= self.scheduler.keepalive_after(self.last_was_new) * 0.999:
             if self.last_frame is None or now - self.last_new_ts > self.cfg.output.stall_timeout_s:
@@ -135,7 +138,7 @@ class OutputWorker:
                 self.send(self.card(), now)
             else:
                 self.counts["repeats"] += 1
-                self.send(self.last_frame, now)
+                self.send(self.last_frame, now, self.last_meta.mask if self.last_meta else None)
             self.last_was_new = False
 
     def status(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Shared-memory frame channels between the daemon's processes.
 
-A channel is one shared-memory segment holding a ring of slots; each slot is a small metadata record
-plus one RGB frame. The single writer never blocks (it overwrites the oldest slot); the single reader
+A channel is one shared-memory segment holding a ring of slots; each slot is a small metadata record,
+the engine's recomputed-cells mask (optional) and one RGB frame. The single writer never blocks (it overwrites the oldest slot); the single reader
 takes the newest complete frame (`read_latest`) or every frame it has not seen yet (`read_new`).
 
 No torn frames: each slot carries a sequence word in the style of a seqlock. The writer sets it to
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
@@ -31,8 +31,9 @@ META_DTYPE = np.dtype([
     ("capture_ts", "<f8"),  # time.monotonic() when the source produced the frame
     ("prompt_version", "<i8"),
     ("group", "<i8"),  # engine output number (output channel); frames of one group play together
-    ("index", "<i4"),  # position within the group: 0 .. count-1, the last is the engine frame
-    ("count", "<i4"),
+    ("index", "<i2"),  # position within the group: 0 .. count-1, the last is the engine frame
+    ("count", "<i2"),
+    ("has_mask", "<i4"),  # the slot's mask region holds the engine's recomputed-cells grid
     ("engine_interval", "<f8"),  # seconds between engine outputs as the writer measured it
     ("write_ts", "<f8"),
 ])
@@ -49,6 +50,8 @@ class FrameMeta:
     count: int = 1
     engine_interval: float = 0.0
     write_ts: float = 0.0
+    # bool (ceil(H/16), ceil(W/16)): the token cells the engine recomputed for this frame (spatial cache)
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_engine_frame(self) -> bool:
@@ -63,6 +66,20 @@ class ChannelSpec:
     width: int
     height: int
     slots: int
+
+
+def _round64(n: int) -> int:
+    return (n + 63) // 64 * 64
+
+
+def mask_shape(width: int, height: int) -> tuple[int, int]:
+    """The token grid of a frame: one cell per 16x16 pixels (VAE 8x + 2x2 patchify)."""
+    return (height + 15) // 16, (width + 15) // 16
+
+
+def slot_bytes(width: int, height: int) -> int:
+    gh, gw = mask_shape(width, height)
+    return META_DTYPE.itemsize + _round64(gh * gw) + width * height * 3
 
 
 def new_segment_name(role: str) -> str:
@@ -87,15 +104,15 @@ class FrameChannel:
     def __init__(self, shm: SharedMemory, spec: ChannelSpec, owner: bool):
         self.spec, self._shm, self.owner = spec, shm, owner
         self.frame_shape = (spec.height, spec.width, 3)
-        frame_bytes = spec.height * spec.width * 3
-        self._slot_bytes = META_DTYPE.itemsize + frame_bytes
+        self.mask_shape = mask_shape(spec.width, spec.height)
+        mask_bytes = _round64(self.mask_shape[0] * self.mask_shape[1])
+        self._slot_bytes = slot_bytes(spec.width, spec.height)
         buf = shm.buf
         self._count = np.ndarray((1,), np.int64, buf, 0)  # frames written so far
-        self._meta = [np.ndarray((1,), META_DTYPE, buf, _HEADER + i * self._slot_bytes) for i in range(spec.slots)]
-        self._frames = [
-            np.ndarray(self.frame_shape, np.uint8, buf, _HEADER + i * self._slot_bytes + META_DTYPE.itemsize)
-            for i in range(spec.slots)
-        ]
+        base = [_HEADER + i * self._slot_bytes for i in range(spec.slots)]
+        self._meta = [np.ndarray((1,), META_DTYPE, buf, b) for b in base]
+        self._masks = [np.ndarray(self.mask_shape, np.bool_, buf, b + META_DTYPE.itemsize) for b in base]
+        self._frames = [np.ndarray(self.frame_shape, np.uint8, buf, b + META_DTYPE.itemsize + mask_bytes) for b in base]
         self._last_read = -1
 
     # ---- life cycle ------------------------------------------------------------------------------
@@ -104,7 +121,7 @@ class FrameChannel:
         if slots < 2:
             raise ValueError("a channel needs at least 2 slots")
         spec = ChannelSpec(new_segment_name(role), width, height, slots)
-        size = _HEADER + slots * (META_DTYPE.itemsize + width * height * 3)
+        size = _HEADER + slots * slot_bytes(width, height)
         shm = SharedMemory(name=spec.name, create=True, size=size)
         ch = cls(shm, spec, owner=True)
         ch._count[0] = 0
@@ -119,7 +136,7 @@ class FrameChannel:
     def close(self) -> None:
         # drop numpy views first: SharedMemory.close() fails while buffers are exported
         self._count = None  # type: ignore[assignment]
-        self._meta, self._frames = [], []
+        self._meta, self._masks, self._frames = [], [], []
         try:
             self._shm.close()
         except BufferError:
@@ -142,6 +159,10 @@ class FrameChannel:
         np.copyto(self._frames[slot], frame)
         m["frame_id"], m["capture_ts"], m["prompt_version"] = meta.frame_id, meta.capture_ts, meta.prompt_version
         m["group"], m["index"], m["count"] = meta.group, meta.index, meta.count
+        has_mask = meta.mask is not None and meta.mask.shape == self.mask_shape
+        if has_mask:
+            np.copyto(self._masks[slot], meta.mask)
+        m["has_mask"] = int(has_mask)
         m["engine_interval"], m["write_ts"] = meta.engine_interval, time.monotonic()
         m["seq"] = 2 * count + 2  # complete
         self._count[0] = count + 1
@@ -160,11 +181,12 @@ class FrameChannel:
             return None
         frame = np.copy(self._frames[slot]) if out is None else np.copyto(out, self._frames[slot]) or out
         rec: Any = m[0].copy()
+        mask = self._masks[slot].copy() if rec["has_mask"] else None
         if int(m[0]["seq"]) != done:  # overwritten while we copied: torn, discard
             return None
         meta = FrameMeta(int(rec["frame_id"]), float(rec["capture_ts"]), int(rec["prompt_version"]),
                          int(rec["group"]), int(rec["index"]), int(rec["count"]),
-                         float(rec["engine_interval"]), float(rec["write_ts"]))
+                         float(rec["engine_interval"]), float(rec["write_ts"]), mask)
         return frame, meta
 
     def read_latest(self, out: np.ndarray | None = None) -> tuple[np.ndarray, FrameMeta] | None:

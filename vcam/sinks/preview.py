@@ -5,7 +5,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -17,7 +17,23 @@ BOUNDARY = "fluxrtframe"
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>FluxRT Camera preview</title>
 <style>body{background:#111;color:#ddd;font-family:sans-serif;text-align:center}img{max-width:96vw}</style>
-</head><body><h3>FluxRT Camera</h3><img src="stream.mjpg" alt="preview"></body></html>"""
+</head><body><h3>FluxRT Camera</h3><img id="v" src="stream.mjpg" alt="preview">
+<p><label><input type="checkbox" id="cells"> show the cells the spatial cache recomputed (red)</label></p>
+<script>document.getElementById("cells").onchange=e=>{
+ document.getElementById("v").src="stream.mjpg"+(e.target.checked?"?overlay=cells":"")}</script>
+</body></html>"""
+TINT = np.array([255, 40, 40], np.float32)  # recomputed cells, blended at 40%
+
+
+def overlay_cells(frame: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """`frame` with the recomputed token cells (16x16 pixels each) tinted red."""
+    if mask is None or not mask.any():
+        return frame
+    h, w = frame.shape[:2]
+    cells = np.kron(mask, np.ones((16, 16), bool))[:h, :w]
+    out = frame.copy()
+    out[cells] = (0.6 * out[cells] + 0.4 * TINT).astype(np.uint8)
+    return out
 
 
 class PreviewSink:
@@ -27,7 +43,8 @@ class PreviewSink:
         self.fps, self.quality = fps, quality
         self._cond = threading.Condition()
         self._frame: np.ndarray | None = None
-        self._jpeg: bytes | None = None
+        self._mask: np.ndarray | None = None
+        self._jpeg: dict[bool, bytes] = {}  # overlay on/off -> JPEG of the newest frame
         self._version = 0
         self.watchers = 0
         self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -44,22 +61,24 @@ class PreviewSink:
     def status(self) -> dict[str, Any]:
         return {"url": self.url, "watchers": self.watchers}
 
-    def send(self, frame: np.ndarray) -> None:
+    def send(self, frame: np.ndarray, mask: np.ndarray | None = None) -> None:
         with self._cond:
-            self._frame = frame
-            self._jpeg = None
+            self._frame, self._mask = frame, mask
+            self._jpeg = {}
             self._version += 1
             self._cond.notify_all()
 
-    def _encode(self) -> bytes | None:
+    def _encode(self, overlay: bool = False) -> bytes | None:
         with self._cond:
-            if self._jpeg is None and self._frame is not None:
-                ok, buf = cv2.imencode(".jpg", cv2.cvtColor(self._frame, cv2.COLOR_RGB2BGR),
+            if overlay not in self._jpeg and self._frame is not None:
+                img = overlay_cells(self._frame, self._mask) if overlay else self._frame
+                ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
                                        [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-                self._jpeg = buf.tobytes() if ok else None
-            return self._jpeg
+                if ok:
+                    self._jpeg[overlay] = buf.tobytes()
+            return self._jpeg.get(overlay)
 
-    def _stream(self) -> Iterator[bytes]:
+    def _stream(self, overlay: bool) -> Iterator[bytes]:
         self.watchers += 1
         seen = -1
         try:
@@ -67,7 +86,7 @@ class PreviewSink:
                 with self._cond:
                     self._cond.wait_for(lambda: self._version != seen, timeout=1.0)
                     seen = self._version
-                jpeg = self._encode()
+                jpeg = self._encode(overlay)
                 if jpeg is not None:
                     yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
                            .encode() + jpeg + b"\r\n")
@@ -83,15 +102,15 @@ class PreviewSink:
             return PAGE
 
         @app.get("/frame.jpg")
-        def frame() -> Response:
-            jpeg = self._encode()
+        def frame(overlay: Literal["none", "cells"] = "none") -> Response:
+            jpeg = self._encode(overlay == "cells")
             if jpeg is None:
                 return Response("no frame yet", status_code=503)
             return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
         @app.get("/stream.mjpg")
-        def stream() -> StreamingResponse:
-            return StreamingResponse(self._stream(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+        def stream(overlay: Literal["none", "cells"] = "none") -> StreamingResponse:
+            return StreamingResponse(self._stream(overlay == "cells"), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
                                      headers={"Cache-Control": "no-store"})
 
         return app
