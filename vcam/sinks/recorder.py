@@ -14,7 +14,10 @@ log = logging.getLogger(__name__)
 class RecorderSink:
     def __init__(self, path: Path, width: int, height: int, fps: float):
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # reported below: the writer cannot open the file either
         fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
         self._writer = cv2.VideoWriter(str(self.path), fourcc, fps, (width, height))
         self.status: dict[str, Any] = {"path": str(self.path), "frames": 0, "error": None}
