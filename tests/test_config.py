@@ -18,8 +18,11 @@ def test_defaults_load_and_match_configs_default():
 
 
 def test_example_configs_are_valid():
-    for path in (REPO / "configs").glob("*.toml"):
-        load_config(path)
+    paths = sorted((REPO / "configs").glob("*.toml"))
+    assert len(paths) >= 2
+    streamer = load_config(REPO / "configs" / "obs-streamer.toml")
+    assert streamer.obs.enabled and set(streamer.scenes.values()) <= {p.name for p in streamer.presets}
+    assert all(isinstance(load_config(p), Config) for p in paths)
 
 
 def test_every_problem_is_one_line_naming_key_value_and_allowed(tmp_path):

@@ -49,6 +49,7 @@ def test_next_and_previous_hotkeys(rig):
     press(rig, "fluxrt.prev")
     press(rig, "fluxrt.prev")
     wait_for(lambda: rig.state.settings.preset == "oil", 10, what="prev twice wraps to the last preset")
+    assert rig.state.settings.prompt == rig.state.presets[-1].prompt
 
 
 def test_empty_slot_and_missing_daemon_are_logged_warnings(rig):
