@@ -75,10 +75,12 @@ class Supervisor:
             self._threads.append(t)
 
     def _spawn(self, child: Child) -> None:
-        # a fresh control queue: a dead child may have left a half-read one behind
-        child.links.control = self.ctx.Queue()
-        if self.settings is not None:
-            child.links.control.put(self.settings)
+        # a fresh control queue: a dead child may have left a half-read one behind. Under the lock, so
+        # settings pushed meanwhile land in the new queue after the current ones
+        with self._lock:
+            child.links.control = self.ctx.Queue()
+            if self.settings is not None:
+                child.links.control.put(self.settings)
         child.proc = self.ctx.Process(target=child.target, args=(self.cfg, child.links), name=f"fluxrt-{child.role}",
                                       daemon=True)
         child.proc.start()
