@@ -32,7 +32,7 @@ class Engine(abc.ABC):
         self.last_mask: np.ndarray | None = None
 
     @abc.abstractmethod
-    def edit(self, frame: np.ndarray, *, prompt: str, seed: int = 0, steps: int | None = None) -> np.ndarray:
+    def edit(self, frame: np.ndarray, *, prompt: str, seed: int | None = None, steps: int | None = None) -> np.ndarray:
         """Return the edited frame: uint8 (H, W, 3) RGB, same size as `frame`."""
 
     def close(self) -> None:
@@ -44,7 +44,7 @@ class PassthroughEngine(Engine):
 
     name = "passthrough"
 
-    def edit(self, frame: np.ndarray, *, prompt: str, seed: int = 0, steps: int | None = None) -> np.ndarray:
+    def edit(self, frame: np.ndarray, *, prompt: str, seed: int | None = None, steps: int | None = None) -> np.ndarray:
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"expected a uint8 (H, W, 3) frame, got {frame.dtype} {frame.shape}")
         self.stats = EngineStats(stages_ms={"prepare": 0.0, "denoise": 0.0, "decode": 0.0})

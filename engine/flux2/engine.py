@@ -22,7 +22,7 @@ import torch
 from engine.base import Engine, EngineStats
 from engine.errors import EngineConfigError
 from engine.flux2 import attention, loader
-from engine.flux2.latents import REFERENCE_T, FramePlan, FullVAE, TinyVAE, grid_ids, make_plan, pack
+from engine.flux2.latents import REFERENCE_T, FramePlan, FullVAE, TinyVAE, grid_ids, make_plan, pack, unpack
 from engine.flux2.text import PromptCache
 
 log = logging.getLogger(__name__)
@@ -73,13 +73,15 @@ class _StageClock:
     """Stage boundaries: CUDA events on a GPU (read after the frame's one sync), perf_counter elsewhere."""
 
     def __init__(self, device: torch.device):
+        self.device = device
         self.cuda = device.type == "cuda"
         self.marks: list[Any] = []
 
     def mark(self) -> None:
         if self.cuda:
-            e = torch.cuda.Event(enable_timing=True)
-            e.record()
+            with torch.cuda.device(self.device):  # cuda:N: record on that device's stream, not device 0's
+                e = torch.cuda.Event(enable_timing=True)
+                e.record(torch.cuda.current_stream(self.device))
             self.marks.append(e)
         else:
             self.marks.append(time.perf_counter())
@@ -122,7 +124,6 @@ class Flux2Engine(Engine):
         self.spatial_cache = (SpatialCache(self.transformer, settings, kv_reference=self.kv, compile=compile)
                               if settings.enabled else None)
         self._cache_frame: tuple[np.ndarray, str, int, int, FramePlan] | None = None  # set by denoise per frame
-        self._cache_stats: dict[str, float] = {}
         self.text = PromptCache(_to(components.text_encoder, None, dtype), components.tokenizer, device=device,
                                 dtype=dtype, offload=text_encoder_offload)
         if not text_encoder_offload:
@@ -158,6 +159,7 @@ class Flux2Engine(Engine):
         self._kv_cache = None  # reference K/V of the current frame (klein 9B-KV)
         self._pinned_in = self._pinned_out = None
         self._style = self._load_style(style_reference) if style_reference is not None else None
+        self._style_version = 0
         self._style_key = None if style_reference is None or isinstance(style_reference, np.ndarray) else str(
             Path(style_reference).expanduser())
         log.info("FLUX.2 engine ready: %s", self.info)
@@ -187,6 +189,7 @@ class Flux2Engine(Engine):
             return
         self._style = None if key is None else self._load_style(Path(key))
         self._style_key = key
+        self._style_version += 1  # a new key for the spatial cache: ids of freed tensors get reused
 
     # ---- one-time preparation -------------------------------------------------------------------------------
     def _plan(self, steps: int, seed: int) -> FramePlan:
@@ -245,7 +248,7 @@ class Flux2Engine(Engine):
                 "resize frames to the engine's width x height first (the daemon does) or rebuild the engine")
 
     @torch.no_grad()
-    def edit(self, frame: np.ndarray, *, prompt: str, seed: int = 0, steps: int | None = None) -> np.ndarray:
+    def edit(self, frame: np.ndarray, *, prompt: str, seed: int | None = None, steps: int | None = None) -> np.ndarray:
         self.check_frame(frame)
         clock = _StageClock(self.device)
         clock.mark()
@@ -256,14 +259,15 @@ class Flux2Engine(Engine):
         out = self._to_host(u8)  # the frame's one host sync
         prepare, denoise, decode = clock.intervals_ms()
         self.stats = EngineStats(stages_ms={"prepare": prepare, "denoise": denoise, "decode": decode},
-                                 cache=dict(self._cache_stats))
+                                 cache=dict(self.spatial_cache.stats) if self.spatial_cache else {})
         return out
 
-    def denoise(self, frame: np.ndarray, *, prompt: str, seed: int = 0, steps: int | None = None,
+    def denoise(self, frame: np.ndarray, *, prompt: str, seed: int | None = None, steps: int | None = None,
                 clock: _StageClock | None = None) -> torch.Tensor:
         """Prepare + denoise one frame; returns the final packed latent tokens (1, N, 128), normalised."""
         self.check_frame(frame)
         steps = self.steps if steps is None else steps
+        seed = self.seed if seed is None else seed
         check_steps(steps)
         plan = self._plan(steps, seed)
         txt, txt_ids = self.text.get(prompt)
@@ -324,19 +328,18 @@ class Flux2Engine(Engine):
             n = x.shape[1]
             layout = TokenLayout(text=txt.shape[1], grid_h=self.height // 16, grid_w=self.width // 16, grid_refs=1,
                                  extra=ref.shape[1] - n)
-            style = None if self._style is None else f"style@{id(self._style[0])}"
+            style = None if self._style is None else f"style#{self._style_version}"
             key = CacheKey(prompt, seed, steps, self.width, self.height, style)
             self.last_mask = sc.begin_frame(frame, key, layout=layout, timesteps=plan.timesteps, txt_ids=txt_ids,
                                             img_ids=torch.cat([img_ids, ref_ids], dim=0))
         v = sc.step(step, torch.cat([x, ref], dim=1), txt)
         if step == steps - 1:
-            self._cache_stats = sc.end_frame()
+            sc.end_frame()
             self._cache_frame = None
         return v
 
     def _unpack(self, tokens: torch.Tensor) -> torch.Tensor:  # (1, N, 128) -> (1, 128, H/16, W/16)
-        b, n, c = tokens.shape
-        return tokens.permute(0, 2, 1).reshape(b, c, self.height // 16, self.width // 16)
+        return unpack(tokens, self.height // 16, self.width // 16)
 
     def raw_latents(self, tokens: torch.Tensor) -> torch.Tensor:
         """Final tokens -> (1, 32, H/8, W/8) VAE latents: what the pipeline returns for output_type='latent'."""
