@@ -106,10 +106,15 @@ class TAEF2(nn.Module):
         folder = find_weights(path, models_dir)
         model = cls()
         for part, name in ((model.encoder, ENCODER_FILE), (model.decoder, DECODER_FILE)):
-            state = torch.load(folder / name, map_location="cpu", weights_only=True)
+            try:
+                state = torch.load(folder / name, map_location="cpu", weights_only=True)
+            except Exception as e:  # truncated zip, bad pickle, objects refused by weights_only, unreadable file
+                raise EngineConfigError(f"{folder / name} is not a readable torch checkpoint ({type(e).__name__}: "
+                                        f"{str(e)[:200]}); re-download it with `fluxrt-cam models download taef2`"
+                                        ) from None
             try:
                 part.load_state_dict(state, strict=True)
-            except RuntimeError as e:
+            except (RuntimeError, TypeError) as e:  # wrong keys / shapes, or not a dict at all
                 raise EngineConfigError(f"{folder / name} is not a TAEF2 checkpoint ({e}); "
                                         "re-download it with `fluxrt-cam models download taef2`") from None
         return model.eval().requires_grad_(False)

@@ -24,7 +24,9 @@ def test_bench_cache_json_shape_and_values():
     assert [r["active"] for r in rows] == [0.0, 0.1, 0.25, 0.5, 0.9, 1.0]
     for r in rows:
         assert set(r) == KEYS
-        assert r["dense_ms"] > 0 and r["cached_ms"] >= 0 and r["speedup"] > 0 and 0 < r["psnr_db"] <= 100
+        assert r["dense_ms"] > 0 and r["speedup"] > 0 and 0 < r["psnr_db"] <= 100
+        if r["active"] > 0:  # a still scene only copies the cached output (may round to 0.00 ms)
+            assert r["cached_ms"] > 0
     ratios = [r["flop_ratio"] for r in rows]
     assert ratios[0] == 0.0 and ratios == sorted(ratios) and 0.5 < ratios[-1] < 1.0  # text served from cache
     assert rows[0]["psnr_db"] == 100.0  # a still scene: the cached output is the dense one

@@ -49,6 +49,24 @@ def test_bench_engine_cli_table(tiny_cache):
     assert "spatial cache: on, median active fraction" in r.stdout  # the default config has the cache on
 
 
+def test_bench_engine_cli_table_cache_off(tiny_cache):
+    r = runner_invoke(["bench", "engine", "--frames", "1", "--warmup", "0", "--tiny-preset", "test",
+                       "--set", "engine.width=64", "--set", "engine.height=64", "--set", "engine.steps=1",
+                       "--set", "cache.enabled=false"])
+    assert r.exit_code == 0, r.output
+    assert "spatial cache: off" in r.stdout and "median active fraction" not in r.stdout
+
+
+def test_device_label():
+    import torch
+
+    from vcam.bench import device_label
+
+    label = device_label("cpu")
+    assert label == device_label(torch.device("cpu")) and label.startswith("cpu (")
+    assert label.endswith(f", {torch.get_num_threads()} torch threads)")
+
+
 def test_bench_engine_bad_config_exits_2():
     r = runner_invoke(["bench", "engine", "--set", "engine.width=100"])
     assert r.exit_code == 2 and "multiple of 16" in r.output

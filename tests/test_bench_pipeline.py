@@ -15,6 +15,8 @@ def test_bench_pipeline_smoke():
     assert 0 <= row["jitter_std_ms"] < 100 and row["channel_gbps"] > 0 and 0 <= row["idle_cpu_pct"] < 100
     p = r["pacing"]
     assert p["factor"] == 4 and p["output_fps"] == 32 and p["engine_frames_shown"] > 0
+    assert p["lost_frames"] == 0 and abs(p["engine_frames_shown"] - p["engine_frames_made"]) <= 2
+    assert 25 < p["interval_mean_ms"] < 40  # ~31 ms: 4 frames per 125 ms engine interval
     assert "pacing:" in format_table(r)
 
 

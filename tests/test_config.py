@@ -9,12 +9,21 @@ from vcam.config import Config, ConfigError, effective_toml, load_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_defaults_load_and_match_configs_default():
+def test_defaults_load():
     cfg = load_config()
     assert isinstance(cfg, Config)
-    assert cfg.output.camera_label == "FluxRT Camera"
-    assert cfg.control.host == "127.0.0.1"
-    assert load_config(REPO / "configs" / "default.toml") == cfg
+    assert cfg.output.camera_label == "FluxRT Camera" and cfg.control.host == "127.0.0.1"
+    assert [p.name for p in cfg.presets] == ["watercolor", "anime", "cyberpunk", "oil"]
+    assert (REPO / "configs" / "default.toml").read_text() == (REPO / "vcam" / "default.toml").read_text()
+
+
+def test_a_config_file_overrides_the_defaults_key_by_key(tmp_path):
+    f = tmp_path / "mine.toml"
+    f.write_text('[engine]\nsteps = 4\n[[presets]]\nname = "only"\nprompt = "one look"\n')
+    cfg = load_config(f)
+    assert cfg.engine.steps == 4 and cfg.engine.width == 512  # the rest of [engine] stays
+    assert cfg.interpolation == load_config().interpolation  # untouched sections stay
+    assert [p.name for p in cfg.presets] == ["only"]  # an array is replaced whole
 
 
 def test_example_configs_are_valid():
@@ -115,3 +124,21 @@ def test_readme_documents_every_config_key():
     readme = (REPO / "README.md").read_text()
     missing = [k for k in _keys(Config) if k not in ("presets", "scenes") and f"`{k}`" not in readme]
     assert not missing, f"README's configuration reference lacks {missing}"
+
+
+def test_preview_listens_on_loopback_only():
+    assert load_config(overrides={"output.preview_host": "::1"}).output.preview_host == "::1"
+    with pytest.raises(ConfigError, match="output.preview_host = '0.0.0.0'.*loopback only"):
+        load_config(overrides={"output.preview_host": "0.0.0.0"})
+
+
+def test_secrets_never_appear_in_config_errors():
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides={"obs.password": ["hunter2secret"]})
+    assert "obs.password" in str(e.value) and "hunter2secret" not in str(e.value)
+
+
+def test_numbers_given_for_text_keys_are_taken_as_text():
+    cfg = load_config(overrides={"source.webcam": 1, "prompt.text": 2024, "obs.password": 123456})
+    assert cfg.source.webcam == "1" and cfg.prompt.text == "2024"
+    assert cfg.obs.password.get_secret_value() == "123456"

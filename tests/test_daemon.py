@@ -81,12 +81,21 @@ def test_stalled_engine_shows_status_card_and_camera_keeps_its_fps(camera_log):
     d.start()
     try:
         wait_until(lambda: d.status()["output"].get("new", 0) > 5)
-        d.state.update(mode="paused")
-        wait_until(lambda: d.status()["output"]["showing"] == "card", timeout=5)
-        t0 = time.monotonic()
-        time.sleep(1.0)
-        times = frames_between(camera_log, t0, time.monotonic())
-        assert 24 <= len(times) <= 34  # ~30 fps while nothing new comes
+        pid = d.status()["inference"]["pid"]
+        os.kill(pid, signal.SIGSTOP)  # a hung engine: alive, silent
+        try:
+            wait_until(lambda: d.status()["output"]["showing"] == "card", timeout=5)
+            cards = d.status()["output"]["cards"]
+            t0 = time.monotonic()
+            time.sleep(1.0)
+            times = frames_between(camera_log, t0, time.monotonic())
+            assert 24 <= len(times) <= 34  # ~30 fps while nothing new comes
+            assert d.status()["output"]["cards"] > cards
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_until(lambda: d.status()["output"]["showing"] == "frames", timeout=5)
+        d.state.update(mode="paused")  # paused: a card too, and capture stops
+        wait_until(lambda: d.status()["output"]["showing"] == "card" and d.status()["source"]["paused"], timeout=5)
         d.state.update(mode="live")
         wait_until(lambda: d.status()["output"]["showing"] == "frames", timeout=5)
     finally:
@@ -124,6 +133,9 @@ def test_mjpeg_preview_over_real_http(camera_log):
                 if data.count(b"--fluxrtframe") >= 2:
                     break
         assert data.count(b"Content-Type: image/jpeg") >= 1
+        # DNS rebinding / another site's page: refused
+        assert httpx.get(url + "frame.jpg", headers={"Host": "evil.example"}, timeout=5).status_code == 403
+        assert httpx.get(url + "frame.jpg", headers={"Origin": "http://evil.example"}, timeout=5).status_code == 403
     finally:
         d.stop()
 
@@ -168,6 +180,7 @@ def test_interpolated_groups_reach_the_camera_in_order(camera_log):
         assert inf["interpolator"] == "blend" and inf["factor"] == 3
         assert out["new"] >= 2 * out["groups"]  # interpolated frames were shown between engine frames
         assert out["engine_frames_shown"] >= out["groups"] - 1  # none lost (one may be in flight)
+        assert out["lost"] == 0 and out["dropped_interpolated"] <= 1
     finally:
         d.stop()
 

@@ -54,6 +54,30 @@ def test_compile_per_module_with_fallback():
     assert "forward" not in good.__dict__ and "forward" not in bad.__dict__
 
 
+def test_compile_guard_falls_back_on_compiler_errors_only():
+    import torch._dynamo.exc as dynamo_exc
+
+    from engine.compile_guard import CompileGuard
+
+    def eager(x):
+        return x + 1
+
+    def oom(x):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    def unsupported(x):
+        raise dynamo_exc.Unsupported("a graph break dynamo cannot handle")
+
+    report: dict[str, str] = {}
+    g = CompileGuard("m", eager, oom, report)
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # the model's failure: re-raised, still compiled
+        g(1)
+    assert report == {"m": "compiled"} and g.compiled is oom
+    g = CompileGuard("m", eager, unsupported, report)
+    assert g(1) == 2 and g.compiled is None and report["m"].startswith("eager (Unsupported: a graph break")
+    assert g(2) == 3  # eager for good
+
+
 def test_engine_compile_option_falls_back_per_module(tiny_flux2_dir, monkeypatch):
     from engine import create_engine
 

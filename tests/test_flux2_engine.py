@@ -221,3 +221,20 @@ def test_prompt_cache_keeps_the_newest_prompts(tiny_flux2_dir):
     assert cache.encoder_calls == 4
     with pytest.raises(TypeError):
         cache.get(None)
+
+
+def test_engine_seed_option_is_the_default_seed(tiny_flux2_dir, eng):
+    f = _frame(5)
+    seeded = _engine(tiny_flux2_dir, seed=5).edit(f, prompt="x")  # no seed given: the engine's seed = 5
+    assert np.array_equal(seeded, eng.edit(f, prompt="x", seed=5))
+    assert not np.array_equal(seeded, eng.edit(f, prompt="x"))  # eng's seed is 0
+
+
+def test_edit_checks_the_frame_once(eng, monkeypatch):
+    calls = []
+    real = eng.check_frame
+    monkeypatch.setattr(eng, "check_frame", lambda f: (calls.append(1), real(f))[1])
+    eng.edit(_frame(0), prompt="x", seed=0)
+    assert len(calls) == 1
+    eng.denoise(_frame(0), prompt="x", seed=0)  # the public denoise still checks
+    assert len(calls) == 2

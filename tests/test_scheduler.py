@@ -77,3 +77,18 @@ def test_keepalive_repeats_only_after_grace_following_a_new_frame():
     assert abs(s.wake_time(1.0, last_was_new=False) - (1.0 + 1 / 30)) < 1e-9
     s.push_group(group(0, 1, 0.033), now=1.01)
     assert s.wake_time(1.0, last_was_new=True) == 1.01
+
+
+def test_engine_rate_estimate_follows_a_real_slowdown_but_not_one_stall():
+    s = PresentationScheduler(fps=30)
+    t = 0.0
+    for n in range(10):  # 10 engine frames/s
+        s.push_group(group(n, 3, 0.0), now=t)
+        t += 0.1
+    t += 1.0  # one stall (a restart): ignored
+    s.push_group(group(10, 3, 0.0), now=t)
+    assert abs(s.interval - 0.1) < 1e-9
+    for n in range(11, 20):  # the engine now runs at 2.5 frames/s
+        t += 0.4
+        s.push_group(group(n, 3, 0.0), now=t)
+    assert abs(s.interval - 0.4) < 1e-9

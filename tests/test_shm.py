@@ -1,12 +1,15 @@
 import multiprocessing as mp
-import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 import zlib
 
 import numpy as np
 import pytest
 
-from vcam.shm import SHM_PREFIX, Doorbell, FrameChannel, FrameMeta
+from tests.daemon_helpers import shm_names
+from vcam.shm import Doorbell, FrameChannel, FrameMeta
 
 W, H = 160, 96
 
@@ -23,10 +26,6 @@ def _writer(spec, bell, n):
         ch.write(pattern(i), FrameMeta(i, time.monotonic(), prompt_version=i % 7))
         bell.ring()
     ch.close()
-
-
-def shm_names() -> set[str]:
-    return {f for f in os.listdir("/dev/shm") if f.startswith(SHM_PREFIX)}
 
 
 @pytest.mark.timeout(120)
@@ -97,19 +96,23 @@ def test_wrong_frame_shape_is_refused():
         ch.close()
 
 
-def _attach_and_die(spec):
-    FrameChannel.attach(spec)
-    os._exit(0)  # no cleanup at all, as after a crash
+ATTACH_AND_EXIT = """
+import sys
+from vcam.shm import ChannelSpec, FrameChannel
+ch = FrameChannel.attach(ChannelSpec(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), 2))
+ch.close()  # an orderly exit: with a tracked attach, Python's resource tracker would unlink here
+"""
 
 
 def test_owner_unlinks_and_attachers_never_do():
     before = shm_names()
     ch = FrameChannel.create("test", W, H, slots=2)
     assert ch.spec.name in shm_names()
-    p = mp.get_context("spawn").Process(target=_attach_and_die, args=(ch.spec,))
-    p.start()
-    p.join(30)
-    assert ch.spec.name in shm_names()  # a child's exit does not remove the supervisor's segment
+    # a separate interpreter with its own resource tracker, as a process that is not our child would be
+    r = subprocess.run([sys.executable, "-c", ATTACH_AND_EXIT, ch.spec.name, str(W), str(H)],
+                       capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr
+    assert ch.spec.name in shm_names()  # an attacher leaving does not remove the supervisor's segment
     ch.close()
     assert shm_names() == before
 
@@ -136,3 +139,11 @@ def test_mask_travels_with_its_frame():
         assert np.array_equal(frames[0][1].mask, mask) and frames[1][1].mask is None
     finally:
         ch.close()
+
+
+def test_too_little_shared_memory_is_refused_with_the_fix(tmp_path):
+    from vcam.shm import ChannelError, check_space
+
+    check_space(1, "input")  # fits
+    with pytest.raises(ChannelError, match=r"output frame channel needs .* MB .*--shm-size"):
+        check_space(10**18, "output")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from engine import create_engine
 from engine.errors import EngineConfigError
@@ -89,10 +90,19 @@ def test_live_cache_settings_and_style_reference_changes(tiny_flux2_dir, tmp_pat
     eng.configure_cache({"enabled": True, "tau": 9.0, "halo": 0, "refresh_period": 5, "rho": 0.5})
     assert eng.spatial_cache is not first and eng.spatial_cache.settings.tau == 9.0
     eng.edit(frame, prompt="a")
-    assert eng.stats.cache  # the new cache ran
+    assert eng.stats.cache["dense"] == 1.0 and eng.spatial_cache.last_reason == "first frame"  # a fresh cache
+    g = frame.copy()
+    g[16:32, 32:48] = 255 - g[16:32, 32:48]  # cell (1, 2): a big change
+    g[:16, :16] = np.clip(g[:16, :16].astype(int) + 6, 0, 255)  # cell (0, 0): above the default tau 4, below 9
+    eng.edit(g, prompt="a")
+    st = eng.stats.cache
+    assert st["dense"] == 0.0 and st["changed_cells"] == 1 and eng.last_mask[1, 2]  # tau 9
+    assert st["active_cells"] - st["refreshed_cells"] == 1  # halo 0: the changed cell alone
+    assert st["refreshed_cells"] >= 3  # refresh_period 5: a fifth of the 24 cells per frame (30: at most 1)
     eng.configure_cache({"enabled": False})
     assert eng.spatial_cache is None
     dense = eng.edit(frame, prompt="a")
+    assert eng.stats.cache == {}
     with pytest.raises(EngineConfigError, match="tau"):
         eng.configure_cache({"tau": -1})
     style = tmp_path / "style.png"
@@ -104,3 +114,23 @@ def test_live_cache_settings_and_style_reference_changes(tiny_flux2_dir, tmp_pat
     assert np.array_equal(eng.edit(frame, prompt="a"), dense)
     with pytest.raises(EngineConfigError, match="not a readable image"):
         eng.set_style_reference(tmp_path / "missing.png")
+
+
+def test_a_new_style_reference_recomputes_everything(tiny_flux2_dir, tmp_path):
+    import cv2
+
+    styles = []
+    for i, value in enumerate((40, 220)):
+        styles.append(tmp_path / f"style{i}.png")
+        cv2.imwrite(str(styles[-1]), np.full((H, W, 3), value, np.uint8))
+    eng, f = engine(tiny_flux2_dir, style_reference=styles[0]), textured(3)
+    before = eng.raw_latents(eng.denoise(f, prompt="a", seed=1))
+    again = eng.raw_latents(eng.denoise(f, prompt="a", seed=1))
+    assert eng.spatial_cache.stats["active_fraction"] == 0.0 and torch.equal(again, before)  # warm: nothing to do
+    eng.set_style_reference(styles[1])  # same token layout, other image: only the cache key tells them apart
+    after = eng.raw_latents(eng.denoise(f, prompt="a", seed=1))
+    sc = eng.spatial_cache
+    assert sc.stats["dense"] == 1.0 and sc.stats["active_fraction"] == 1.0 and sc.last_reason == "changed: reference"
+    plain = engine(tiny_flux2_dir, cache=False, style_reference=styles[1])
+    assert (after - plain.raw_latents(plain.denoise(f, prompt="a", seed=1))).abs().max().item() <= 1e-5
+    assert (after - before).abs().max().item() > 1e-3  # the style matters, so a stale cache would show

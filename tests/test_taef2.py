@@ -108,6 +108,25 @@ def test_wrong_checkpoint_error(tmp_path):
         TAEF2.from_files(tmp_path)
 
 
+def test_unreadable_checkpoint_error(tmp_path):
+    (tmp_path / ENCODER_FILE).write_bytes(b"\x00garbage, not a torch checkpoint" * 8)
+    torch.save({"0.weight": torch.zeros(1)}, tmp_path / DECODER_FILE)
+    with pytest.raises(EngineConfigError, match="taef2_encoder.pth is not a readable torch checkpoint") as e:
+        TAEF2.from_files(tmp_path)
+    assert "fluxrt-cam models download taef2" in str(e.value)
+
+
+@needs_weights
+@pytest.mark.weights
+def test_truncated_checkpoint_error(tmp_path):
+    for f in (ENCODER_FILE, DECODER_FILE):
+        data = (WEIGHTS / f).read_bytes()
+        (tmp_path / f).write_bytes(data if f == ENCODER_FILE else data[: len(data) // 2])  # an interrupted download
+    with pytest.raises(EngineConfigError, match="taef2_decoder.pth is not a readable torch checkpoint") as e:
+        TAEF2.from_files(tmp_path)
+    assert "fluxrt-cam models download taef2" in str(e.value)
+
+
 @needs_weights
 @pytest.mark.weights
 def test_checkpoint_layout_loads_strictly():

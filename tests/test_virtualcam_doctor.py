@@ -90,3 +90,9 @@ def test_doctor_cli_prints_one_row_per_check():
     assert all(row["status"] in ("OK", "FAIL", "WARN") for row in rows)
     assert all(row["fix"] for row in rows if row["status"] == "FAIL")
     assert len(rows) == len(run_checks(load_config()))
+
+
+def test_unloadable_camera_backend_is_reported_not_raised():
+    sink = VirtualCameraSink("FluxRT Camera", 64, 48, 30, backend="no_such_module:Cam")
+    sink.send(np.zeros((48, 64, 3), np.uint8))
+    assert not sink.status["active"] and "output.camera_backend = 'no_such_module:Cam'" in sink.status["error"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import queue
 import signal
 import time
@@ -37,7 +38,7 @@ def run_child(role: str, links: Links, log_level: str, body: Callable[[], None])
     try:
         body()
     except BaseException as e:
-        links.status.put(ChildError(role, time.time(), f"{type(e).__name__}: {e}", traceback.format_exc()))
+        links.status.put(ChildError(role, time.time(), f"{type(e).__name__}: {e}", traceback.format_exc(), os.getpid()))
         links.status.close()
         links.status.join_thread()  # make sure the report leaves before we die
         raise

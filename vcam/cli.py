@@ -68,15 +68,15 @@ def _serve(cfg: Config, duration: float | None, banner: str) -> None:
 
     from vcam.control.api import ApiStartError
     from vcam.daemon import Daemon, stop_on_signals
+    from vcam.shm import ChannelError
 
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("obsws_python").setLevel(logging.WARNING)  # it logs the password at INFO
     stop = threading.Event()
     stop_on_signals(stop)  # from the first moment: a signal during start-up still stops cleanly
     daemon = Daemon(cfg)
     try:
         daemon.start()
-    except ApiStartError as e:
+    except (ApiStartError, ChannelError) as e:
         _fail([str(e)])
     typer.echo(banner)
     # the children report within a second; wait for the preview URL and the engine's first words
@@ -165,6 +165,10 @@ def status(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = Fal
         f"latency p50 {out.get('latency_p50_ms') or 0:.1f} ms",
         f"preview     {d.get('preview_url') or '-'}",
     ]
+    obs = d.get("obs") or {}
+    if obs.get("enabled", True) and obs:
+        lines.append(f"obs         {'connected' if obs.get('connected') else 'not connected'}"
+                     + (f", last error: {obs['last_error']}" if obs.get("last_error") else ""))
     for role in ("inference", "output"):
         c = d.get(role, {})
         if c.get("last_error"):

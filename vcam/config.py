@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # numbers for text keys are text: `--set source.webcam=1`, `text = 2024`, a numeric password
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
 class EngineConfig(_Section):
@@ -91,6 +92,15 @@ class OutputConfig(_Section):
     preview_host: str = "127.0.0.1"
     preview_port: int = Field(8765, ge=0, le=65535)
     record_path: Path | None = None
+
+    @field_validator("preview_host")
+    @classmethod
+    def _loopback_preview(cls, v: str) -> str:
+        # the preview has no token: it shows the camera to whoever can reach it
+        if v not in ("127.0.0.1", "localhost", "::1") and not v.startswith("127."):
+            raise ValueError("the preview serves the camera without a token, so it listens on loopback only "
+                             "(127.0.0.1, ::1 or localhost); reach it remotely through an SSH tunnel")
+        return v
 
 
 class ControlConfig(_Section):
@@ -172,7 +182,8 @@ def format_errors(exc: ValidationError, model: type[BaseModel] = Config) -> list
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" = {value!r}"
+        secret = any("password" in str(p) or "token" in str(p) for p in err["loc"])
+        shown = "" if isinstance(value, dict) else " = ********" if secret else f" = {value!r}"
         if err["type"] == "extra_forbidden":
             parent = _section_model(model, err["loc"][:-1])
             if parent is not None:
@@ -221,17 +232,25 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, key by key inside sections; arrays (e.g. [[presets]]) are replaced whole."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Load `path` (or the embedded defaults), apply dotted `overrides`, validate. Raises ConfigError."""
-    if path is None:
-        raw = tomllib.loads(default_toml())
-        where = "defaults"
-    else:
+    """The embedded defaults, then the file at `path` key by key, then the dotted `overrides`; validated.
+    Raises ConfigError."""
+    raw = tomllib.loads(default_toml())
+    where = "defaults"
+    if path is not None:
         path = Path(path).expanduser()
         if not path.is_file():
             raise ConfigError([f"config file {path} does not exist; pass an existing file or omit --config"])
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = _merge(raw, tomllib.loads(path.read_text()))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
         where = str(path)

@@ -165,7 +165,15 @@ class InferenceWorker:
         group: list[np.ndarray] = []
         if self.interp is not None and self.prev_out is not None and self.prev_out.shape == out.shape:
             factor = int(s.interpolation.get("factor", 1))
-            group = self.interp.interpolate(self.prev_out, out, timesteps(factor))
+            try:
+                group = self.interp.interpolate(self.prev_out, out, timesteps(factor))
+            except Exception as e:  # noqa: BLE001 - e.g. out of GPU memory in RIFE: blend, and say so
+                from engine.interp.blend import BlendInterpolator
+
+                log.exception("interpolation failed")
+                self.interp = BlendInterpolator()
+                self.interp_note = f"{self.interp_key[0]} failed ({type(e).__name__}: {e}); using blend"
+                group = self.interp.interpolate(self.prev_out, out, timesteps(factor))
         group.append(out)
         self.prev_out = out
         done = time.monotonic()

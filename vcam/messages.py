@@ -42,3 +42,4 @@ class ChildError:
     ts: float
     error: str
     traceback: str
+    pid: int = 0  # which incarnation of the child died

@@ -40,7 +40,8 @@ class OutputWorker:
             from vcam.sinks.virtualcam import VirtualCameraSink
 
             self.sinks["virtual_camera"] = VirtualCameraSink(o.camera_label, self.width, self.height, o.fps,
-                                                             backend=o.camera_backend)
+                                                             backend=o.camera_backend,
+                                                             required=o.virtual_camera == "on")
         self.preview_error: str | None = None
         if o.preview:
             from vcam.sinks.preview import PreviewSink

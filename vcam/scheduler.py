@@ -36,6 +36,7 @@ class PresentationScheduler:
     def __init__(self, fps: float, window: int = 9):
         self.keepalive = 1.0 / fps
         self.deltas: deque[float] = deque(maxlen=window)
+        self.long_gaps = 0  # consecutive arrival gaps far above the estimate
         self.interval: float | None = None  # engine interval estimate, seconds
         self.pending: deque[Scheduled] = deque()
         self.last_arrival: float | None = None
@@ -48,9 +49,15 @@ class PresentationScheduler:
             return
         if self.last_arrival is not None:
             dt = now - self.last_arrival
-            # a gap of several intervals is a stall (restart, pause), not a rate: leave it out
+            # a gap of several intervals is a stall (restart, pause), not a rate: leave it out; but
+            # several in a row mean the engine really slowed down (more steps, cache off): start over
+            if dt > 0 and self.deltas and dt >= 3 * float(np.median(self.deltas)):
+                self.long_gaps += 1
+                if self.long_gaps >= 3:
+                    self.deltas.clear()
             if dt > 0 and (not self.deltas or dt < 3 * float(np.median(self.deltas))):
                 self.deltas.append(dt)
+                self.long_gaps = 0
         if len(self.deltas) >= 3:
             # the median of recent arrival gaps: a noisy estimate makes every slot of a group wrong
             # by the same amount, and the error accumulates into phase drift

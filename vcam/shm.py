@@ -13,6 +13,7 @@ One owner: the supervisor creates and unlinks segments (`FrameChannel.create`), 
 """
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -82,6 +83,25 @@ def slot_bytes(width: int, height: int) -> int:
     return META_DTYPE.itemsize + _round64(gh * gw) + width * height * 3
 
 
+class ChannelError(RuntimeError):
+    """A channel cannot be created; the message says why and what to change."""
+
+
+def check_space(size: int, role: str, where: str = "/dev/shm") -> None:
+    """Shared memory is allocated lazily: a segment larger than the free space is created fine and
+    then kills its writer with SIGBUS on first touch. Refuse up front instead (Linux; Docker's
+    default /dev/shm is 64 MB)."""
+    try:
+        st = os.statvfs(where)
+    except OSError:
+        return  # no /dev/shm (macOS): nothing to check
+    free = st.f_bavail * st.f_frsize
+    if size > free:
+        raise ChannelError(f"the {role} frame channel needs {size / 1e6:.0f} MB of shared memory but {where} has "
+                           f"{free / 1e6:.0f} MB free; lower engine.width/height, or give the container more "
+                           f"(docker run --shm-size=512m)")
+
+
 def new_segment_name(role: str) -> str:
     return f"{SHM_PREFIX}-{role}-{secrets.token_hex(4)}"
 
@@ -122,6 +142,7 @@ class FrameChannel:
             raise ValueError("a channel needs at least 2 slots")
         spec = ChannelSpec(new_segment_name(role), width, height, slots)
         size = _HEADER + slots * slot_bytes(width, height)
+        check_space(size, role)
         shm = SharedMemory(name=spec.name, create=True, size=size)
         ch = cls(shm, spec, owner=True)
         ch._count[0] = 0

@@ -105,6 +105,8 @@ class Supervisor:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        for t in self._threads:  # the watchdog must not restart a child we are stopping
+            t.join(timeout=1.0)
         for child in self.children.values():
             if child.proc is not None and child.proc.is_alive():
                 child.links.control.put(STOP)
@@ -119,8 +121,6 @@ class Supervisor:
             if child.proc.is_alive():
                 child.proc.kill()
                 child.proc.join(1.0)
-        for t in self._threads:
-            t.join(timeout=1.0)
         self.input.close()
         self.output.close()
 
@@ -157,6 +157,9 @@ class Supervisor:
                 continue
             except (EOFError, OSError):
                 return
+            except Exception:  # noqa: BLE001 - an unreadable message must not end status updates
+                log.exception("bad status message")
+                continue
             child = self.children.get(getattr(msg, "role", ""))
             if child is None:
                 continue
@@ -165,7 +168,7 @@ class Supervisor:
             elif isinstance(msg, ChildError):
                 child.last_traceback = msg.traceback
                 log.error("%s process failed: %s\n%s", child.role, msg.error, msg.traceback)
-                if child.restart_at is not None:  # its death was seen first
+                if child.restart_at is not None or msg.pid != child.proc.pid:  # its death was seen first
                     child.last_error = f"{child.last_error}: {msg.error}"
                 else:
                     child.reported = msg.error

@@ -158,6 +158,7 @@ class Flux2Engine(Engine):
         self._plans: OrderedDict[tuple[int, int], FramePlan] = OrderedDict()
         self._kv_cache = None  # reference K/V of the current frame (klein 9B-KV)
         self._pinned_in = self._pinned_out = None
+        self._upload_done = None  # CUDA event after the last upload from _pinned_in (see _to_device)
         self._style = self._load_style(style_reference) if style_reference is not None else None
         self._style_version = 0
         self._style_key = None if style_reference is None or isinstance(style_reference, np.ndarray) else str(
@@ -205,7 +206,8 @@ class Flux2Engine(Engine):
         return plan
 
     def _load_style(self, ref: Path | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Second in-context reference (T = 20): encoded once, reused by every frame."""
+        """Second in-context reference (T = 20): encoded once, reused by every frame. Returns its tokens and the
+        position ids of [webcam reference, style reference]."""
         if isinstance(ref, np.ndarray):
             img = ref
         else:
@@ -220,18 +222,31 @@ class Flux2Engine(Engine):
             img = _cover_resize(img, self.width, self.height)
         with torch.no_grad():
             tokens = self._reference_tokens(np.ascontiguousarray(img), staging=False)
-        return tokens, grid_ids(self.height // 16, self.width // 16, 2 * REFERENCE_T, self.device)
+        h, w = self.height // 16, self.width // 16  # ids of [webcam, style]: the same for every frame and plan
+        ids = torch.cat([grid_ids(h, w, REFERENCE_T, self.device), grid_ids(h, w, 2 * REFERENCE_T, self.device)])
+        return tokens, ids
 
     # ---- per frame ------------------------------------------------------------------------------------------
     def _to_device(self, frame: np.ndarray, staging: bool = True) -> torch.Tensor:
         """uint8 (H, W, 3) -> (1, 3, H, W) in [-1, 1], model dtype; pinned + non-blocking copy on CUDA."""
         src = torch.from_numpy(frame)
-        if self.device.type == "cuda" and staging:
+        staged = self.device.type == "cuda" and staging
+        if staged:
             if self._pinned_in is None or self._pinned_in.shape != src.shape:
                 self._pinned_in = torch.empty(src.shape, dtype=torch.uint8, pin_memory=True)
+            elif self._upload_done is not None:
+                # the previous frame's non-blocking upload may still read the buffer (denoise() alone never
+                # syncs): wait for that copy only, not for the whole previous frame. A buffer replaced above is
+                # safe to drop: the pinned allocator keeps it until the copies that use it have finished.
+                self._upload_done.synchronize()
             self._pinned_in.copy_(src)
             src = self._pinned_in
-        x = src.to(self.device, non_blocking=True).permute(2, 0, 1).unsqueeze(0)
+        x = src.to(self.device, non_blocking=True)
+        if staged:
+            if self._upload_done is None:  # one event, re-recorded: synchronize() waits for its latest record
+                self._upload_done = torch.cuda.Event()
+            self._upload_done.record(torch.cuda.current_stream(self.device))
+        x = x.permute(2, 0, 1).unsqueeze(0)
         x = x.to(torch.float32) / 255.0  # the pipeline's preprocessing, in float32
         return (2.0 * x - 1.0).to(self.dtype)
 
@@ -252,7 +267,7 @@ class Flux2Engine(Engine):
         self.check_frame(frame)
         clock = _StageClock(self.device)
         clock.mark()
-        tokens = self.denoise(frame, prompt=prompt, seed=seed, steps=steps, clock=clock)
+        tokens = self._denoise(frame, prompt=prompt, seed=seed, steps=steps, clock=clock)
         image = self.vae.decode(self._unpack(tokens))  # (1, 3, H, W) in [-1, 1]
         u8 = ((image.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0)
         clock.mark()
@@ -266,6 +281,10 @@ class Flux2Engine(Engine):
                 clock: _StageClock | None = None) -> torch.Tensor:
         """Prepare + denoise one frame; returns the final packed latent tokens (1, N, 128), normalised."""
         self.check_frame(frame)
+        return self._denoise(frame, prompt=prompt, seed=seed, steps=steps, clock=clock)
+
+    def _denoise(self, frame: np.ndarray, *, prompt: str, seed: int | None, steps: int | None,
+                 clock: _StageClock | None) -> torch.Tensor:  # `denoise` for a frame already checked
         steps = self.steps if steps is None else steps
         seed = self.seed if seed is None else seed
         check_steps(steps)
@@ -275,7 +294,7 @@ class Flux2Engine(Engine):
         ref_ids = plan.ref_ids
         if self._style is not None:
             ref = torch.cat([ref, self._style[0]], dim=1)
-            ref_ids = torch.cat([ref_ids, self._style[1]], dim=0)
+            ref_ids = self._style[1]
         if clock is not None:
             clock.mark()
         self._cache_frame = (frame, prompt, seed, steps, plan)  # what the spatial cache's mask and key need

@@ -91,7 +91,6 @@ class FramePlan:
     img_ids: torch.Tensor  # (N, 4) noise-token position ids (T = 0)
     ref_ids: torch.Tensor  # (N, 4) webcam-reference position ids (T = 10)
     timesteps: torch.Tensor  # (steps,) transformer timestep input (scheduler timestep / 1000, model dtype)
-    sigmas: torch.Tensor  # (steps + 1,) float32, last one 0
     dts: torch.Tensor  # (steps,) float32 sigma[i+1] - sigma[i], the Euler step sizes
 
 
@@ -110,5 +109,5 @@ def make_plan(scheduler, *, height: int, width: int, steps: int, seed: int, devi
     return FramePlan(
         height=height, width=width, steps=steps, seed=seed, h=h, w=w, noise=pack(noise),
         img_ids=grid_ids(h, w, NOISE_T, device), ref_ids=grid_ids(h, w, REFERENCE_T, device),
-        timesteps=scheduler.timesteps.to(device).to(dtype) / 1000, sigmas=sig, dts=sig[1:] - sig[:-1],
+        timesteps=scheduler.timesteps.to(device).to(dtype) / 1000, dts=sig[1:] - sig[:-1],
     )

@@ -110,18 +110,10 @@ class SpatialCache:
         self._pending: tuple[MaskProposal, bool] | None = None
         self._plans: list[RowPlan] = []
         self._dense_plans: list[RowPlan] = []
-        self._force_reason: str | None = None
+        self._flops_dense = 0.0  # FLOPs of the dense plans: constant per layout, counted where they are built
         self.last_mask: np.ndarray | None = None  # bool (H/16, W/16): cells recomputed for the last frame
         self.last_reason: str = ""  # why the last frame was dense ("" when it was not)
         self.stats: dict[str, float] = {}
-
-    def invalidate(self, reason: str = "invalidated") -> None:
-        """The next frame recomputes everything (e.g. the weights changed)."""
-        self._force_reason = reason
-
-    @property
-    def forward(self) -> CachedFlux2Transformer | None:
-        return self._fwd
 
     def begin_frame(
         self,
@@ -136,9 +128,7 @@ class SpatialCache:
     ) -> np.ndarray:
         """Decide what this frame recomputes; returns the mask (bool (H/16, W/16)). `frame` is the
         webcam frame at model resolution (uint8 (H, W, 3))."""
-        reason = self._force_reason or ""
-        if self._pending is not None:
-            reason = reason or "previous frame did not finish"
+        reason = "previous frame did not finish" if self._pending is not None else ""
         if self._key is None:
             reason = reason or "first frame"
         elif key != self._key:
@@ -161,9 +151,9 @@ class SpatialCache:
         if reason:
             self._fwd.prepare(timesteps, txt_ids, img_ids, guidance)
             self._dense_plans = self._fwd.plan(None)
+            self._flops_dense = self._plan_flops(self._dense_plans)
             self._mask.reset()
         self._key = key
-        self._force_reason = None
 
         proposal = self._mask.propose(frame)
         frac = proposal.active_fraction
@@ -175,6 +165,11 @@ class SpatialCache:
         self.last_reason = reason
         self.last_mask = np.ones_like(proposal.active) if dense else proposal.active.copy()
         return self.last_mask
+
+    def _plan_flops(self, plans: list[RowPlan]) -> float:
+        fwd = self._fwd
+        return sum(plan_flops(self.transformer, fwd.layout, p, kv_step0=fwd.kv_reference and s == 0)
+                   for s, p in enumerate(plans))
 
     def step(self, step: int, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
         """The transformer output for the noise tokens [1, N, C] at `step` of the current frame."""
@@ -189,10 +184,8 @@ class SpatialCache:
         proposal, dense = self._pending
         self._mask.commit(proposal, full=dense)
         self._pending = None
-        fwd = self._fwd
-        kv = [fwd.kv_reference and s == 0 for s in range(fwd.steps)]
-        executed = sum(plan_flops(self.transformer, fwd.layout, p, kv_step0=k) for p, k in zip(self._plans, kv))
-        full = sum(plan_flops(self.transformer, fwd.layout, p, kv_step0=k) for p, k in zip(self._dense_plans, kv))
+        fwd, full = self._fwd, self._flops_dense
+        executed = full if dense else self._plan_flops(self._plans)
         active = self.last_mask
         self.stats = {
             "active_fraction": float(active.mean()),

@@ -23,6 +23,7 @@ import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_flux2 import Flux2Modulation, Flux2Transformer2DModel
 
+from engine.compile_guard import guard
 from engine.spatial_cache.cache import SpatialKVCache
 from engine.spatial_cache.layout import RowPlan, TokenLayout, build_row_plan
 
@@ -64,24 +65,6 @@ def _rope_real(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
 def _rows_mod(a: Mod, b: Mod, n_a: int, n_b: int) -> Mod:
     # per-row modulation: the first n_a rows take `a`, the last n_b take `b` (9B-KV step 0)
     return tuple(torch.cat([x.expand(1, n_a, -1), y.expand(1, n_b, -1)], dim=1) for x, y in zip(a, b))
-
-
-class _Compiled:
-    """A compiled block function that falls back to eager for good on its first compiler failure."""
-
-    def __init__(self, name: str, eager, report: dict[str, str]) -> None:
-        self.name, self.eager, self.report = name, eager, report
-        self.compiled = torch.compile(eager)
-        report[name] = "compiled"
-
-    def __call__(self, *args):
-        if self.compiled is not None:
-            try:
-                return self.compiled(*args)
-            except Exception as e:  # the compiler's failure: eager re-raises the model's own errors
-                self.compiled = None
-                self.report[self.name] = f"eager ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
-        return self.eager(*args)
 
 
 class CachedFlux2Transformer:
@@ -131,8 +114,8 @@ class CachedFlux2Transformer:
         # block code, optionally torch.compile'd: one graph per block type is reused by every block, and
         # bucketed row counts keep the shapes few (dynamo marks the row dimension dynamic after one change)
         self.compile_report: dict[str, str] = {}
-        self._double_fn = _Compiled("double", self._double, self.compile_report) if compile else self._double
-        self._single_fn = _Compiled("single", self._single, self.compile_report) if compile else self._single
+        self._double_fn = guard("double", self._double, self.compile_report) if compile else self._double
+        self._single_fn = guard("single", self._single, self.compile_report) if compile else self._single
         self._rope = _rope_real if compile else _rope
 
     # ---- per (shape, steps, seed) preparation ---------------------------------------------------
@@ -176,10 +159,6 @@ class CachedFlux2Transformer:
                 c.ref_single = _flat(Flux2Modulation.split(m.single_stream_modulation(ref_temb), 1))
             consts.append(c)
         self._consts = consts
-
-    @property
-    def prepared(self) -> bool:
-        return self._consts is not None
 
     # ---- per frame ------------------------------------------------------------------------------
     def plan(self, active_cells: np.ndarray | None, active_side: np.ndarray | None = None) -> list[RowPlan]:

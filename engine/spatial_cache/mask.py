@@ -69,11 +69,10 @@ def dilate(mask: np.ndarray, r: int) -> np.ndarray:
 
 
 class ChangeMask:
-    """Per-cell change detection against the content each cell was last computed from."""
+    """Per-cell change detection against the content each cell was last computed from. tau / halo /
+    refresh_period are checked once, by CacheSettings (the cache builds masks from validated settings only)."""
 
     def __init__(self, grid_h: int, grid_w: int, side_rows: int, *, tau: float, halo: int, refresh_period: int) -> None:
-        if tau < 0 or halo < 0 or refresh_period < 0:
-            raise ValueError(f"tau, halo and refresh_period must be >= 0 (got {tau}, {halo}, {refresh_period})")
         self.grid_h, self.grid_w, self.side_rows = grid_h, grid_w, side_rows
         self.tau, self.halo, self.period = float(tau), int(halo), int(refresh_period)
         cells = grid_h * grid_w

@@ -30,6 +30,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from vcam.bench import device_label
+
 PSNR_CAP_DB = 100.0
 FRACTIONS = (0.0, 0.1, 0.25, 0.5, 0.9, 1.0)
 
@@ -194,14 +196,12 @@ def run_cache_bench(
             "flop_ratio": round(cached_flops / dense_flops, 4),
             "psnr_db": round(psnr(out_cached, out_dense), 2),
         })
-    threads = torch.get_num_threads()
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({threads} threads)"
     shape_d = asdict(shape) | {
         "hidden": shape.hidden, "noise_tokens": layout.cells, "reference_tokens": layout.cells,
         "sequence": layout.length, "dense_gflop": round(dense_flops / 1e9, 2), "frame_gap": frame_gap,
         "repeats": repeats, "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
     }
-    return {"device": name, "shape": shape_d, "rows": rows}
+    return {"device": device_label(dev), "shape": shape_d, "rows": rows}
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from vcam.bench import device_label
+
 STAGES = ("prepare", "denoise", "decode")
 
 
@@ -27,18 +29,6 @@ def frames(width: int, height: int, count: int) -> list[np.ndarray]:
         dx = (2 * i) % max(1, big.shape[1] - width)
         out.append(np.ascontiguousarray(big[:height, dx:dx + width]))
     return out
-
-
-def device_name(engine) -> str:
-    info = getattr(engine, "info", {})
-    dev = info.get("device", "cpu")
-    if dev.startswith("cuda"):
-        import torch
-
-        return f"{dev} ({torch.cuda.get_device_name(torch.device(dev))})"
-    import torch
-
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def run_engine(engine, *, width: int, height: int, steps: int, prompt: str, seed: int = 0, frames_n: int = 3,
@@ -66,7 +56,7 @@ def run_engine(engine, *, width: int, height: int, steps: int, prompt: str, seed
         notes.append(f"spatial cache: on, median active fraction {statistics.median(active):.2f} (frames drift 2 px)"
                      if active else "spatial cache: off")
     return {
-        "device": device_name(engine),
+        "device": device_label(getattr(engine, "info", {}).get("device", "cpu")),
         "model": model or getattr(engine, "name", "engine"),
         "resolution": f"{width}x{height}",
         "steps": steps,

@@ -14,21 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from vcam.bench import device_label
+
 METHODS = ("rife-v4.25", "rife-v3-hd", "flow", "blend")
-
-
-def device_description(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    return f"cpu ({model or 'unknown model'}, {torch.get_num_threads()} torch threads)"
 
 
 def run(*, size: int = 512, methods: Sequence[str] = METHODS, cases: int | None = None, device: str = "cpu",
@@ -65,7 +53,7 @@ def run(*, size: int = 512, methods: Sequence[str] = METHODS, cases: int | None 
         rows.append({"method": method, "ms_per_frame": round(1000 * statistics.median(times), 2),
                      "psnr_db": round(float(np.mean(scores)), 2),
                      "psnr_periodic_db": round(float(np.mean(periodic)), 2) if periodic else None})
-    return {"device": device_description(device), "resolution": f"{size}x{size}", "timestep": t,
+    return {"device": device_label(device), "resolution": f"{size}x{size}", "timestep": t,
             "cases": [c.name for c in chosen if not c.periodic],
             "periodic_cases": [c.name for c in chosen if c.periodic], "rows": rows}
 

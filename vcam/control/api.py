@@ -150,7 +150,7 @@ def _host_name(netloc: str) -> str:
     return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
 
 
-class _Guard:
+class RequestGuard:
     """Checks every request before the app sees it:
     - a body over `limit` bytes -> 413 (by Content-Length, or counted when the body comes chunked);
     - an `Origin` other than this server -> 403: a web page elsewhere cannot drive the daemon through the
@@ -385,7 +385,7 @@ def create_app(state: ControlState, status: StatusFn, token: str | None, *,
             raise HTTPException(404, str(e)) from None
         return snapshot()
 
-    @api.put("/mode", summary="live (edit frames), passthrough (webcam as is) or paused (hold the last frame)")
+    @api.put("/mode", summary="live (edit frames), passthrough (webcam as is) or paused (last frame, then a paused card)")
     def put_mode(body: ModeRequest) -> dict[str, Any]:
         state.update(mode=body.mode)
         return snapshot()
@@ -445,7 +445,7 @@ def create_app(state: ControlState, status: StatusFn, token: str | None, *,
         finally:
             hub.remove(client)
 
-    app.add_middleware(_Guard, limit=max(64 * 1024, 8 * limit), local_only=local_only)
+    app.add_middleware(RequestGuard, limit=max(64 * 1024, 8 * limit), local_only=local_only)
     return app
 
 

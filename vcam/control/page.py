@@ -54,7 +54,7 @@ function show(s) {
   for (const b of document.querySelectorAll("button[data-mode]")) b.classList.toggle("on", b.dataset.mode === s.mode);
 }
 function showStatus(st) {
-  const url = st && st.preview_url;
+  const url = st && st.preview_url && st.preview_url + "stream.mjpg";  // preview_url is the preview's page
   if (url && $("preview").getAttribute("src") !== url) { $("preview").src = url; $("preview").hidden = false; }
   $("status").textContent = JSON.stringify(st, null, 1);
 }

@@ -11,7 +11,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from vcam.config import CacheConfig, Config, InterpolationConfig, Preset
+from pydantic import ValidationError
+
+from vcam.config import CacheConfig, Config, EngineConfig, InterpolationConfig, Preset, format_errors
 from vcam.messages import Mode, Settings
 
 Listener = Callable[[Settings], None]
@@ -23,7 +25,9 @@ class ControlError(ValueError):
 
 class ControlState:
     def __init__(self, cfg: Config):
-        self._lock = threading.Lock()
+        # one lock for reading, changing and announcing: listeners (quick: they queue or wake) then
+        # see the versions in order, and a change computed from the current settings is not lost
+        self._lock = threading.RLock()
         self._listeners: list[Listener] = []
         self.presets: list[Preset] = list(cfg.presets)
         self.max_prompt_length = cfg.control.max_prompt_length
@@ -39,7 +43,9 @@ class ControlState:
             cache=cfg.cache.model_dump(),
             interpolation=cfg.interpolation.model_dump(mode="json"),
         )
-        self._defaults = (cfg.engine.seed, cfg.engine.steps, self._settings.style_reference)
+        # what a preset without seed / steps / style falls back to: the engine's configuration
+        self._defaults = (cfg.engine.seed, cfg.engine.steps,
+                          str(cfg.engine.style_reference) if cfg.engine.style_reference else None)
 
     # ---- reading -------------------------------------------------------------------------------
     @property
@@ -58,8 +64,8 @@ class ControlState:
         with self._lock:
             new = dataclasses.replace(self._settings, prompt_version=self._settings.prompt_version + 1, **changes)
             self._settings = new
-        for listener in list(self._listeners):
-            listener(new)
+            for listener in list(self._listeners):
+                listener(new)
         return new
 
     def set_prompt(self, prompt: str) -> Settings:
@@ -84,6 +90,10 @@ class ControlState:
 
     def apply_preset(self, ref: str | int) -> Settings:
         """Apply a preset by name, 0-based index, or 'next' / 'prev'."""
+        with self._lock:  # 'next' is relative to the current preset
+            return self._apply_preset(ref)
+
+    def _apply_preset(self, ref: str | int) -> Settings:
         if ref in ("next", "prev", "previous"):
             if not self.presets:
                 raise ControlError("no presets configured; add [[presets]] to the config")
@@ -107,29 +117,23 @@ class ControlState:
     def update(self, *, seed: int | None = None, steps: int | None = None, mode: Mode | None = None,
                cache: dict[str, Any] | None = None, interpolation: dict[str, Any] | None = None) -> Settings:
         """Change any of seed, steps, mode, cache or interpolation settings (validated as in the config)."""
-        changes: dict[str, Any] = {}
-        if seed is not None:
-            if not 0 <= seed <= 2**32 - 1:
-                raise ControlError(f"seed {seed} out of range 0..{2**32 - 1}")
-            changes["seed"] = seed
-        if steps is not None:
-            if not 1 <= steps <= 8:
-                raise ControlError(f"steps {steps} out of range 1..8")
-            changes["steps"] = steps
+        changes: dict[str, Any] = {k: v for k, v in (("seed", seed), ("steps", steps)) if v is not None}
         if mode is not None:
             if mode not in ("live", "passthrough", "paused"):
                 raise ControlError(f"mode {mode!r}; allowed: live, passthrough, paused")
             changes["mode"] = mode
-        try:
-            if cache is not None:
-                changes["cache"] = CacheConfig.model_validate({**self._settings.cache, **cache}).model_dump()
-            if interpolation is not None:
-                merged = {**self._settings.interpolation, **interpolation}
-                if "factor" in interpolation:
-                    merged["exp"] = None
-                changes["interpolation"] = InterpolationConfig.model_validate(merged).model_dump(mode="json")
-        except Exception as e:  # pydantic ValidationError: report it as a request error
-            raise ControlError(str(e)) from None
-        if not changes:
-            raise ControlError("nothing to change")
-        return self._commit(**changes)
+        with self._lock:  # merged into the current cache / interpolation settings
+            try:
+                EngineConfig.model_validate({k: changes[k] for k in ("seed", "steps") if k in changes})
+                if cache is not None:
+                    changes["cache"] = CacheConfig.model_validate({**self._settings.cache, **cache}).model_dump()
+                if interpolation is not None:
+                    merged = {**self._settings.interpolation, **interpolation}
+                    if "factor" in interpolation:
+                        merged["exp"] = None
+                    changes["interpolation"] = InterpolationConfig.model_validate(merged).model_dump(mode="json")
+            except ValidationError as e:
+                raise ControlError("; ".join(format_errors(e, EngineConfig))) from None
+            if not changes:
+                raise ControlError("nothing to change")
+            return self._commit(**changes)

@@ -13,6 +13,8 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
+from vcam.control.api import RequestGuard
+
 BOUNDARY = "fluxrtframe"
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>FluxRT Camera preview</title>
@@ -51,7 +53,10 @@ class PreviewSink:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))  # bound here so port 0 works and the URL is known at once
         self.url = f"http://{host}:{self._sock.getsockname()[1]}/"
-        config = uvicorn.Config(self._app(), log_level="warning", access_log=False, lifespan="off")
+        # the preview shows the camera: refuse requests naming another host (DNS rebinding) or coming
+        # from another site's page, as the control API does
+        app = RequestGuard(self._app(), limit=4096, local_only=True)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name="preview", daemon=True)

@@ -86,12 +86,21 @@ def choose_device(label: str, backend: str | None) -> tuple[str | None, str | No
 class VirtualCameraSink:
     """Opens the camera lazily and retries every few seconds while none can be opened."""
 
-    def __init__(self, label: str, width: int, height: int, fps: float, backend: str | None = None):
+    def __init__(self, label: str, width: int, height: int, fps: float, backend: str | None = None,
+                 required: bool = False):
         self.label, self.width, self.height, self.fps = label, width, height, fps
-        self._backend_spec = _resolve_backend(backend) if backend else None
+        self.required = required  # output.virtual_camera = "on": a missing device is an error, not a notice
         self._cam: pyvirtualcam.Camera | None = None
         self._next_try = 0.0
         self.status: dict[str, Any] = {"active": False, "device": None, "backend": None, "error": None, "frames": 0}
+        self._backend_spec: str | None = None
+        try:
+            self._backend_spec = _resolve_backend(backend) if backend else None
+        except (ImportError, AttributeError, ValueError) as e:  # a typo in the config: report, never crash-loop
+            self._next_try = float("inf")
+            self.status["error"] = (f"output.camera_backend = {backend!r} cannot be loaded ({e}); use 'null', a "
+                                    "pyvirtualcam backend name, or 'package.module:Class'")
+            log.error("%s", self.status["error"])
 
     def _open(self) -> None:
         self._next_try = time.monotonic() + RETRY_S
@@ -116,7 +125,7 @@ class VirtualCameraSink:
             log.info("virtual camera %r on %s (%s)", self.label, self._cam.device, self._cam.backend)
         else:
             if self.status["error"] != error:
-                log.warning("%s", error)
+                log.log(logging.ERROR if self.required else logging.WARNING, "%s", error)
             self.status.update(active=False, error=error)
 
     def send(self, frame: np.ndarray) -> None:
