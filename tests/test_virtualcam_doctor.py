@@ -29,8 +29,8 @@ def test_device_is_found_by_label_not_by_number(tmp_path):
     assert find_v4l2_device("FluxRT Camera", tmp_path / "absent") is None
 
 
-def test_missing_device_message_gives_the_exact_fix():
-    backend, device, error = choose_device("FluxRT Camera", None)  # this machine has no /dev/video*
+def test_missing_device_message_gives_the_exact_fix(tmp_path):
+    backend, device, error = choose_device("FluxRT Camera", None, sysfs=tmp_path / "no-video")
     assert backend is None and device is None
     assert 'card_label="FluxRT Camera"' in error and "exclusive_caps=1" in error and "setup-vcam" in error
     assert modprobe_command("My Cam") == ('sudo modprobe v4l2loopback devices=1 video_nr=10 '

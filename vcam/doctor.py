@@ -60,9 +60,11 @@ def check_models(cfg: Config) -> list[Check]:
     for name, rel in (("rife-v4.25", "rife-v4.25/flownet.pkl"), ("rife-v3-hd", "rife-v3-hd/flownet.pkl"),
                       ("taef2", "taef2/taef2_decoder.pth")):
         path = shared / rel
+        # the project's shared test weights: tests and benchmarks use them, users need the rows above
         rows.append(Check(f"shared {name}", "OK" if path.is_file() else "WARN",
                           str(path) if path.is_file() else f"not found at {path}",
-                          "" if path.is_file() else f"fluxrt-cam models download {name.split('-v')[0]}"))
+                          "" if path.is_file() else "only tests and benchmarks need it; point "
+                                                    "FLUXRT_SHARED_MODELS at a folder holding it"))
     return rows
 
 
@@ -103,9 +105,14 @@ def check_obs(cfg: Config, timeout: float = 1.0) -> Check:
 
 
 def check_control(cfg: Config) -> Check:
+    from urllib.parse import urlsplit
+
+    from vcam.control.client import daemon_url
+
     c = cfg.control
+    where = urlsplit(daemon_url(c))
     try:
-        with socket.create_connection((c.host if c.host not in ("0.0.0.0", "::") else "127.0.0.1", c.port), timeout=0.5):
+        with socket.create_connection((where.hostname, where.port), timeout=0.5):
             return Check("control API", "OK", f"a daemon answers on {c.host}:{c.port}")
     except OSError:
         return Check("control API", "OK", f"port {c.port} free (no daemon running)")

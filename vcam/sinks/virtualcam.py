@@ -66,13 +66,14 @@ def _resolve_backend(spec: str) -> str:
     return spec
 
 
-def choose_device(label: str, backend: str | None) -> tuple[str | None, str | None, str | None]:
+def choose_device(label: str, backend: str | None,
+                  sysfs: Path = SYSFS_VIDEO) -> tuple[str | None, str | None, str | None]:
     """(backend, device, error): what to open on this platform, or why nothing can be."""
     if backend is not None:
         return backend, None, None
     system = platform.system()
     if system == "Linux":
-        device = find_v4l2_device(label)
+        device = find_v4l2_device(label, sysfs)
         if device is None:
             return None, None, (f"no v4l2loopback device named {label!r}; create it with: "
                                 f"{modprobe_command(label)}  (or `fluxrt-cam setup-vcam --apply`)")
