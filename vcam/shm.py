@@ -8,6 +8,10 @@ No torn frames: each slot carries a sequence word in the style of a seqlock. The
 2*count+1 before touching the slot and to 2*count+2 after; a reader copies the slot and accepts the
 copy only if the word read before and after equals 2*count+2 for the count it wanted.
 
+Ordering: the seqlock relies on stores becoming visible in program order, which x86 guarantees; on
+weakly ordered CPUs (ARM, Apple silicon) a torn copy is still caught only when the sequence word is
+reordered too - a known limit of doing this from Python without barriers.
+
 One owner: the supervisor creates and unlinks segments (`FrameChannel.create`), children only
 `attach`, so a child that dies, even by kill -9, leaves nothing behind.
 """
