@@ -1,7 +1,7 @@
 """The FLUX.2 [klein] serving loop: one webcam frame in, one edited frame out.
 
 Per frame: uint8 frame -> tensor (pinned + non-blocking on CUDA) -> deterministic VAE encode -> reference
-tokens; cached prompt embeddings; the denoise loop over a plan (noise, ids, sigmas) prepared once per
+tokens; cached prompt embeddings; the denoise loop over a plan (noise, ids, step sizes) prepared once per
 (shape, steps, seed); decode -> uint8. Numerically the same as `Flux2KleinPipeline` (and
 `Flux2KleinKVPipeline` for klein 9B-KV) on the same inputs; tests hold it to that.
 
@@ -194,7 +194,7 @@ class Flux2Engine(Engine):
 
     # ---- one-time preparation -------------------------------------------------------------------------------
     def _plan(self, steps: int, seed: int) -> FramePlan:
-        """Noise, ids and sigmas for (steps, seed) at the engine resolution: made once, then reused."""
+        """Noise, ids and step sizes for (steps, seed) at the engine resolution: made once, then reused."""
         key = (steps, seed)
         plan = self._plans.get(key)
         if plan is None:
