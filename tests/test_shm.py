@@ -14,6 +14,20 @@ from vcam.shm import Doorbell, FrameChannel, FrameMeta
 W, H = 160, 96
 
 
+@pytest.fixture
+def channel():
+    """Makes W x H test channels and unlinks them after the test, whatever happens."""
+    made = []
+
+    def make(slots: int) -> FrameChannel:
+        made.append(FrameChannel.create("test", W, H, slots=slots))
+        return made[-1]
+
+    yield make
+    for ch in made:
+        ch.close()
+
+
 def pattern(i: int) -> np.ndarray:
     # every byte depends on the frame number, so a frame mixed from two writes cannot pass
     base = np.arange(H * W * 3, dtype=np.uint32).reshape(H, W, 3)
@@ -29,71 +43,59 @@ def _writer(spec, bell, n):
 
 
 @pytest.mark.timeout(120)
-def test_no_torn_frames_under_concurrent_writer_and_reader():
+def test_no_torn_frames_under_concurrent_writer_and_reader(channel):
     ctx = mp.get_context("spawn")
-    ch = FrameChannel.create("test", W, H, slots=3)
+    ch = channel(slots=3)
     bell = Doorbell(ctx)
     n = 6000
     p = ctx.Process(target=_writer, args=(ch.spec, bell, n))
     p.start()
     seen, last_id = 0, -1
-    try:
-        while p.is_alive() or ch.written > last_id + 1:
-            bell.wait(0.05)
-            got = ch.read_latest()
-            if got is None:
-                continue
-            frame, meta = got
-            assert meta.frame_id > last_id  # the newest, never going back
-            assert zlib.crc32(frame.tobytes()) == zlib.crc32(pattern(meta.frame_id).tobytes()), meta
-            assert meta.prompt_version == meta.frame_id % 7
-            last_id = meta.frame_id
-            seen += 1
-        p.join(10)
-        assert p.exitcode == 0
-        assert last_id == n - 1  # the final frame is always readable
-        assert seen > 100  # the reader really ran alongside the writer
-    finally:
-        ch.close()
+    while p.is_alive() or ch.written > last_id + 1:
+        bell.wait(0.05)
+        got = ch.read_latest()
+        if got is None:
+            continue
+        frame, meta = got
+        assert meta.frame_id > last_id  # the newest, never going back
+        assert zlib.crc32(frame.tobytes()) == zlib.crc32(pattern(meta.frame_id).tobytes()), meta
+        assert meta.prompt_version == meta.frame_id % 7
+        last_id = meta.frame_id
+        seen += 1
+    p.join(10)
+    assert p.exitcode == 0
+    assert last_id == n - 1  # the final frame is always readable
+    assert seen > 100  # the reader really ran alongside the writer
 
 
-def test_latest_frame_wins_and_is_read_once():
-    ch = FrameChannel.create("test", W, H, slots=3)
-    try:
-        for i in range(5):
-            ch.write(pattern(i), FrameMeta(i, 0.0))
-        frame, meta = ch.read_latest()
-        assert meta.frame_id == 4 and np.array_equal(frame, pattern(4))
-        assert ch.read_latest() is None  # nothing new
-        ch.write(pattern(5), FrameMeta(5, 0.0))
-        assert ch.read_latest()[1].frame_id == 5
-    finally:
-        ch.close()
+def test_latest_frame_wins_and_is_read_once(channel):
+    ch = channel(slots=3)
+    for i in range(5):
+        ch.write(pattern(i), FrameMeta(i, 0.0))
+    frame, meta = ch.read_latest()
+    assert meta.frame_id == 4 and np.array_equal(frame, pattern(4))
+    assert ch.read_latest() is None  # nothing new
+    ch.write(pattern(5), FrameMeta(5, 0.0))
+    assert ch.read_latest()[1].frame_id == 5
 
 
-def test_read_new_returns_every_unseen_frame_in_order_and_counts_losses():
-    ch = FrameChannel.create("test", W, H, slots=4)
-    try:
-        for i in range(3):
-            ch.write(pattern(i), FrameMeta(i, 0.0, group=1, index=i, count=3))
-        frames, lost = ch.read_new()
-        assert [m.frame_id for _, m in frames] == [0, 1, 2] and lost == 0
-        assert frames[-1][1].is_engine_frame and not frames[0][1].is_engine_frame
-        for i in range(3, 12):  # more than the ring holds
-            ch.write(pattern(i), FrameMeta(i, 0.0))
-        frames, lost = ch.read_new()
-        assert [m.frame_id for _, m in frames] == [9, 10, 11] and lost == 6
-    finally:
-        ch.close()
+def test_read_new_returns_every_unseen_frame_in_order_and_counts_losses(channel):
+    ch = channel(slots=4)
+    for i in range(3):
+        ch.write(pattern(i), FrameMeta(i, 0.0, group=1, index=i, count=3))
+    frames, lost = ch.read_new()
+    assert [m.frame_id for _, m in frames] == [0, 1, 2] and lost == 0
+    assert frames[-1][1].is_engine_frame and not frames[0][1].is_engine_frame
+    for i in range(3, 12):  # more than the ring holds
+        ch.write(pattern(i), FrameMeta(i, 0.0))
+    frames, lost = ch.read_new()
+    assert [m.frame_id for _, m in frames] == [9, 10, 11] and lost == 6
 
 
-def test_wrong_frame_shape_is_refused():
-    ch = FrameChannel.create("test", W, H, slots=2)
-    try:
-        with pytest.raises(ValueError, match="does not match"):
-            ch.write(np.zeros((H, W + 1, 3), np.uint8), FrameMeta(0, 0.0))
-    finally:
-        ch.close()
+def test_wrong_frame_shape_is_refused(channel):
+    ch = channel(slots=2)
+    with pytest.raises(ValueError, match="does not match"):
+        ch.write(np.zeros((H, W + 1, 3), np.uint8), FrameMeta(0, 0.0))
 
 
 ATTACH_AND_EXIT = """
@@ -127,18 +129,15 @@ def test_doorbell_wakes_and_times_out():
     assert bell.wait(0.0) is False  # both rings were drained
 
 
-def test_mask_travels_with_its_frame():
-    ch = FrameChannel.create("test", W, H, slots=3)
-    try:
-        mask = np.zeros(ch.mask_shape, bool)
-        mask[1, 2:5] = True
-        ch.write(pattern(0), FrameMeta(0, 0.0, mask=mask))
-        ch.write(pattern(1), FrameMeta(1, 0.0))
-        frames, _ = ch.read_new()
-        assert ch.mask_shape == (H // 16, W // 16)
-        assert np.array_equal(frames[0][1].mask, mask) and frames[1][1].mask is None
-    finally:
-        ch.close()
+def test_mask_travels_with_its_frame(channel):
+    ch = channel(slots=3)
+    mask = np.zeros(ch.mask_shape, bool)
+    mask[1, 2:5] = True
+    ch.write(pattern(0), FrameMeta(0, 0.0, mask=mask))
+    ch.write(pattern(1), FrameMeta(1, 0.0))
+    frames, _ = ch.read_new()
+    assert ch.mask_shape == (H // 16, W // 16)
+    assert np.array_equal(frames[0][1].mask, mask) and frames[1][1].mask is None
 
 
 def test_too_little_shared_memory_is_refused_with_the_fix(tmp_path):
