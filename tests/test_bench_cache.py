@@ -6,7 +6,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from vcam.cli import app
+from vcam.tools.cli import app
 
 KEYS = {"active", "dense_ms", "cached_ms", "speedup", "flop_ratio", "psnr_db"}
 

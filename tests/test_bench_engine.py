@@ -6,8 +6,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from vcam.bench.engine import frames, run_engine, table
-from vcam.cli import app
+from vcam.tools.bench.engine import frames, run_engine, table
+from vcam.tools.cli import app
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("torch_one_thread")]
 
@@ -60,7 +60,7 @@ def test_bench_engine_cli_table_cache_off(tiny_cache):
 def test_device_label():
     import torch
 
-    from vcam.bench import device_label
+    from vcam.tools.bench import device_label
 
     label = device_label("cpu")
     assert label == device_label(torch.device("cpu")) and label.startswith("cpu (")

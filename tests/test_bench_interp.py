@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from vcam.bench.interp import format_table, run
-from vcam.cli import app
+from vcam.tools.bench.interp import format_table, run
+from vcam.tools.cli import app
 
 SHARED = Path(os.environ.get("FLUXRT_SHARED_MODELS") or Path(__file__).resolve().parents[1].parent / "shared" / "models")
 HAVE_WEIGHTS = (SHARED / "rife-v4.25" / "flownet.pkl").is_file() and (SHARED / "rife-v3-hd" / "flownet.pkl").is_file()

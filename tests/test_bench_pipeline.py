@@ -1,6 +1,6 @@
 import pytest
 
-from vcam.bench.pipeline import channel_throughput, format_table, run_bench
+from vcam.tools.bench.pipeline import channel_throughput, format_table, run_bench
 
 
 @pytest.mark.timeout(120)

@@ -88,7 +88,7 @@ def test_effective_toml_round_trips_and_masks_password(tmp_path):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vcam.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=60)
+    return subprocess.run([sys.executable, "-m", "vcam.tools.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=60)
 
 
 def test_cli_exit_2_with_one_line_per_problem_and_nothing_started(tmp_path):

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 from starlette.websockets import WebSocketDisconnect
 from typer.testing import CliRunner
 
-from vcam.cli import app as cli_app
+from vcam.tools.cli import app as cli_app
 from vcam.config import ControlConfig, load_config
 from vcam.control.api import ApiStartError, create_app, is_loopback, start_api_server
 from vcam.control.client import DaemonClient, DaemonUnavailable

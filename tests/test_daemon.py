@@ -146,7 +146,7 @@ def _run_cli(camera_log: Path, *extra: str) -> subprocess.Popen:
             f"output.camera_backend={daemon_config(camera_log).output.camera_backend}", "output.virtual_camera=on",
             "output.preview_port=0", "control.port=0", *extra]
     args = [a for s in sets for a in ("--set", s)]
-    return subprocess.Popen([sys.executable, "-m", "vcam.cli", "run", *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "vcam.tools.cli", "run", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

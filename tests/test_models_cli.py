@@ -8,8 +8,8 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from vcam import models
-from vcam.cli import app
+from vcam.tools import models
+from vcam.tools.cli import app
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("torch_one_thread")]
 runner = CliRunner()

@@ -1,6 +1,6 @@
 import numpy as np
 
-from vcam.scheduler import PresentationScheduler
+from vcam.output.scheduler import PresentationScheduler
 from vcam.shm import FrameMeta
 
 FRAME = np.zeros((2, 2, 3), np.uint8)

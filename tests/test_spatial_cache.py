@@ -12,7 +12,7 @@ from diffusers.models.transformers.transformer_flux2 import (
 
 from engine.spatial_cache import CachedFlux2Transformer, TokenLayout, count_flops, plan_flops
 from engine.spatial_cache.flops import flop_counter
-from vcam.bench.cache import klein_ids
+from vcam.tools.bench.cache import klein_ids
 
 GH, GW, TEXT, CIN, JOINT = 4, 6, 7, 16, 32
 SIGMAS = torch.tensor([1.0, 0.6, 0.3])

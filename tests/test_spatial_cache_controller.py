@@ -10,7 +10,7 @@ import torch
 from diffusers.models.transformers.transformer_flux2 import Flux2Transformer2DModel
 
 from engine.spatial_cache import CacheKey, CacheSettings, SpatialCache, TokenLayout, flop_counter
-from vcam.bench.cache import CellTokens, klein_ids
+from vcam.tools.bench.cache import CellTokens, klein_ids
 
 CIN, JOINT, TEXT, EXTRA = 16, 32, 16, 6
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from tests.daemon_helpers import daemon_config, wait_until
-from vcam.child import Links, run_child
+from vcam.supervisor.child import Links, run_child
 from vcam.daemon import Daemon
 from vcam.messages import ChildError
 from vcam.shm import ChannelSpec, Doorbell
-from vcam.sinks.recorder import RecorderSink
+from vcam.output.sinks.recorder import RecorderSink
 
 
 @pytest.mark.timeout(120)

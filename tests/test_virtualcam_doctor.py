@@ -8,8 +8,8 @@ import pyvirtualcam
 
 from tests.camera_backend import RecordingBackend, read_log
 from vcam.config import load_config
-from vcam.doctor import check_obs, check_v4l2, run_checks
-from vcam.sinks.virtualcam import VirtualCameraSink, choose_device, find_v4l2_device, modprobe_command
+from vcam.tools.doctor import check_obs, check_v4l2, run_checks
+from vcam.output.sinks.virtualcam import VirtualCameraSink, choose_device, find_v4l2_device, modprobe_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,7 +80,7 @@ def test_doctor_obs_row_fails_only_when_obs_is_enabled():
 
 
 def test_doctor_cli_prints_one_row_per_check():
-    r = subprocess.run([sys.executable, "-m", "vcam.cli", "doctor", "--json"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "vcam.tools.cli", "doctor", "--json"], capture_output=True, text=True,
                        cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)

@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from vcam.capture import CaptureThread
+from vcam.supervisor.capture import CaptureThread
 from vcam.config import Config
 from vcam.control.state import ControlState
 from vcam.sources import open_source
-from vcam.supervisor import Supervisor
+from vcam.supervisor.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vcam.config import Config
-from vcam.sinks.virtualcam import SYSFS_VIDEO, find_v4l2_device, modprobe_command
+from vcam.output.sinks.virtualcam import SYSFS_VIDEO, find_v4l2_device, modprobe_command
 
 V4L2_MODULE = Path("/sys/module/v4l2loopback")
 
@@ -26,7 +26,7 @@ def shared_models_dir() -> Path:
     import os
 
     env = os.environ.get("FLUXRT_SHARED_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "models"
+    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "models"
 
 
 def check_python() -> Check:
@@ -51,7 +51,7 @@ def check_torch() -> list[Check]:
 def check_models(cfg: Config) -> list[Check]:
     rows = []
     try:
-        from vcam.models import inventory
+        from vcam.tools.models import inventory
     except ImportError as e:  # the models module is part of the package; this is a broken install
         return [Check("models", "FAIL", f"cannot list models: {e}", "reinstall: make install")]
     for row in inventory(cfg.engine.models_dir.expanduser()):

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from vcam.cards import status_card
-from vcam.child import RESET_STATS, STOP, Links, drain, parent_alive, report, run_child
+from vcam.output.cards import status_card
+from vcam.supervisor.child import RESET_STATS, STOP, Links, drain, parent_alive, report, run_child
 from vcam.config import Config
 from vcam.messages import Settings
-from vcam.scheduler import PresentationScheduler
+from vcam.output.scheduler import PresentationScheduler
 from vcam.shm import FrameChannel, FrameMeta
 
 log = logging.getLogger(__name__)
@@ -37,14 +37,14 @@ class OutputWorker:
         self.scheduler = PresentationScheduler(o.fps)
         self.sinks: dict[str, Any] = {}
         if o.virtual_camera != "off":
-            from vcam.sinks.virtualcam import VirtualCameraSink
+            from vcam.output.sinks.virtualcam import VirtualCameraSink
 
             self.sinks["virtual_camera"] = VirtualCameraSink(o.camera_label, self.width, self.height, o.fps,
                                                              backend=o.camera_backend,
                                                              required=o.virtual_camera == "on")
         self.preview_error: str | None = None
         if o.preview:
-            from vcam.sinks.preview import PreviewSink
+            from vcam.output.sinks.preview import PreviewSink
 
             try:
                 self.sinks["preview"] = PreviewSink(o.preview_host, o.preview_port, o.fps)
@@ -53,7 +53,7 @@ class OutputWorker:
                                       f"({e.strerror}); set output.preview_port to a free port (0 picks one)")
                 log.error("%s", self.preview_error)
         if o.record_path is not None:
-            from vcam.sinks.recorder import RecorderSink
+            from vcam.output.sinks.recorder import RecorderSink
 
             self.sinks["recorder"] = RecorderSink(o.record_path, self.width, self.height, o.fps)
         self.mode = "live"

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from vcam.bench import device_label
+from vcam.tools.bench import device_label
 
 METHODS = ("rife-v4.25", "rife-v3-hd", "flow", "blend")
 

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from vcam.bench import device_label
+from vcam.tools.bench import device_label
 
 PSNR_CAP_DB = 100.0
 FRACTIONS = (0.0, 0.1, 0.25, 0.5, 0.9, 1.0)

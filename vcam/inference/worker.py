@@ -15,10 +15,10 @@ import numpy as np
 
 from engine import Engine, PassthroughEngine, create_engine
 from engine.interp.base import Interpolator, timesteps
-from vcam.child import STOP, Links, drain, parent_alive, report, run_child
+from vcam.supervisor.child import STOP, Links, drain, parent_alive, report, run_child
 from vcam.config import Config
 from vcam.messages import Settings
-from vcam.models import auto_engine, engine_options
+from vcam.inference.engine_choice import auto_engine, engine_options
 from vcam.shm import FrameChannel, FrameMeta
 
 log = logging.getLogger(__name__)

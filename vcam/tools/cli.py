@@ -184,7 +184,7 @@ def doctor(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = Fal
     """Check Python, torch/CUDA, models, v4l2loopback, OBS: one row each with the fix."""
     from dataclasses import asdict
 
-    from vcam.doctor import run_checks
+    from vcam.tools.doctor import run_checks
 
     rows = run_checks(load(config, set_))
     if as_json:
@@ -205,7 +205,7 @@ def setup_vcam(config: ConfigOpt = None, set_: SetOpt = None,
     import shlex
     import subprocess
 
-    from vcam.sinks.virtualcam import modprobe_command
+    from vcam.output.sinks.virtualcam import modprobe_command
 
     cfg = load(config, set_)
     command = modprobe_command(cfg.output.camera_label)
@@ -227,7 +227,7 @@ def setup_vcam(config: ConfigOpt = None, set_: SetOpt = None,
     typer.echo("virtual camera device created.")
 
 
-# ---- engine / models commands (engine.flux2, vcam.models) ---------------------------------------
+# ---- engine / models commands (engine.flux2, vcam.tools.models) ---------------------------------------
 ModelsDirOpt = Annotated[Optional[Path], typer.Option("--models-dir", help="Folder for weights (default: engine.models_dir).")]
 
 
@@ -238,7 +238,7 @@ def models_download(
     config: ConfigOpt = None, set_: SetOpt = None, models_dir: ModelsDirOpt = None,
 ) -> None:
     """Download weights into the models folder, with progress bars."""
-    from vcam.models import LICENCES, NAMES, ModelDownloadError, download
+    from vcam.tools.models import LICENCES, NAMES, ModelDownloadError, download
 
     if name not in NAMES:
         _fail([f"unknown model {name!r}; choose one of {', '.join(NAMES)}"])
@@ -257,7 +257,7 @@ def models_list(config: ConfigOpt = None, set_: SetOpt = None, models_dir: Model
     """What is in the models folder, and the command that fetches what is missing."""
     from dataclasses import asdict
 
-    from vcam.models import inventory
+    from vcam.tools.models import inventory
 
     folder = Path(models_dir or load(config, set_).engine.models_dir).expanduser()
     rows = inventory(folder)
@@ -371,7 +371,7 @@ def bench_engine(
 ) -> None:
     """Per-stage ms and frames/s of the configured engine on this device (flux2-tiny on a CPU)."""
     from engine.errors import EngineConfigError
-    from vcam.bench.engine import run, table
+    from vcam.tools.bench.engine import run, table
 
     cfg = load(config, set_)
     notes: list[str] = []
@@ -387,7 +387,7 @@ def bench_pipeline(as_json: JsonOpt = False,
                    seconds: Annotated[float, typer.Option(help="Steady-state seconds per resolution.")] = 5.0,
                    pacing_seconds: Annotated[float, typer.Option(help="Seconds of the pacing run.")] = 10.0) -> None:
     """Daemon overhead: latency, channel throughput, jitter, idle CPU, interpolation pacing."""
-    from vcam.bench.pipeline import format_table, run_bench
+    from vcam.tools.bench.pipeline import format_table, run_bench
 
     result = run_bench(seconds=seconds, pacing_seconds=pacing_seconds)
     emit(result, as_json, format_table(result))
@@ -404,7 +404,7 @@ def bench_cache(as_json: JsonOpt = False,
                 repeats: Annotated[int, typer.Option(help="Timed runs per row (median).")] = 3,
                 device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu") -> None:
     """Spatial cache: dense vs cached transformer at active fractions 0..1 (time, FLOPs, PSNR)."""
-    from vcam.bench.cache import BenchShape, format_table, run_cache_bench
+    from vcam.tools.bench.cache import BenchShape, format_table, run_cache_bench
 
     try:
         shape = BenchShape(width=width, height=height, text_tokens=text_tokens, heads=heads,
@@ -424,7 +424,7 @@ def bench_interp(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
 ) -> None:
     """ms per interpolated frame and PSNR on the synthetic motion set, per interpolator (weights from engine.models_dir or ../shared/models)."""
-    from vcam.bench.interp import METHODS, format_table, run
+    from vcam.tools.bench.interp import METHODS, format_table, run
 
     cfg = load(config, set_)
     chosen = [m.strip() for m in methods.split(",") if m.strip()]

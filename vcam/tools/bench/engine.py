@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from vcam.bench import device_label
+from vcam.tools.bench import device_label
 
 STAGES = ("prepare", "denoise", "decode")
 
@@ -69,7 +69,7 @@ def run(cfg, *, frames_n: int = 3, warmup: int = 1, tiny_preset: str | None = No
         notes: list[str] | None = None) -> dict[str, Any]:
     """Build the configured engine (engine.name, "auto" resolved) and time it."""
     from engine import create_engine
-    from vcam.models import auto_engine, engine_options
+    from vcam.inference.engine_choice import auto_engine, engine_options
 
     name, _why = auto_engine(cfg.engine)
     e = cfg.engine

@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from vcam.child import RESET_STATS, STOP, Links
+from vcam.supervisor.child import RESET_STATS, STOP, Links
 from vcam.config import Config
-from vcam.inference_worker import inference_main
+from vcam.inference.worker import inference_main
 from vcam.messages import ChildError, ChildStatus, Settings
-from vcam.output_worker import output_main
+from vcam.output.worker import output_main
 from vcam.shm import Doorbell, FrameChannel
 
 log = logging.getLogger(__name__)

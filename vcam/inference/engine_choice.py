@@ -1,0 +1,39 @@
+"""Engine choice for the inference process: which engine `engine.name = "auto"` means on this machine,
+and the keyword arguments `engine.create_engine` gets from the daemon's config."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+
+def has_klein(models_dir: Path, model: str) -> bool:
+    """Whether engine.model resolves to a complete klein folder here (for engine = "auto")."""
+    from engine.errors import EngineConfigError
+    from engine.flux2.loader import validate
+
+    try:
+        validate(model, models_dir)
+        return True
+    except EngineConfigError:
+        return False
+
+
+def auto_engine(engine_cfg) -> tuple[str, str]:
+    """(engine name, why) for engine.name = "auto": flux2 with CUDA and weights, else flux2-tiny."""
+    if engine_cfg.name != "auto":
+        return engine_cfg.name, "configured"
+    import torch
+
+    cuda = engine_cfg.device != "cpu" and torch.cuda.is_available()
+    weights = has_klein(engine_cfg.models_dir, engine_cfg.model)
+    if cuda and weights:
+        return "flux2", f"CUDA and {engine_cfg.model} found"
+    why = "no CUDA device" if not cuda else f"no weights for {engine_cfg.model} (fluxrt-cam models download klein-4b)"
+    return "flux2-tiny", f"{why}: using the tiny random-weight model"
+
+
+def engine_options(cfg) -> dict:
+    """create_engine keyword arguments from a vcam Config (engine section + spatial-cache settings)."""
+    opts = cfg.engine.model_dump(exclude={"name"})
+    opts["cache"] = cfg.cache.model_dump()
+    return opts

@@ -1,0 +1,1 @@
+"""The output process: OUTPUT groups -> presentation scheduling -> sinks (virtual camera, recording)."""

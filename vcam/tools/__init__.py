@@ -1,0 +1,1 @@
+"""Tools apart from the daemon: the CLI, doctor, model downloads, benchmarks."""
