@@ -136,11 +136,12 @@ def test_cli_list_json(tmp_path):
 
 def test_auto_engine_without_weights_uses_tiny(tmp_path):
     from vcam.config import load_config
+    from vcam.inference.engine_choice import auto_engine, engine_options
 
     cfg = load_config(None, {"engine.models_dir": str(tmp_path)})
-    name, why = models.auto_engine(cfg.engine)
+    name, why = auto_engine(cfg.engine)
     assert name == "flux2-tiny" and "tiny" in why
-    opts = models.engine_options(cfg)
+    opts = engine_options(cfg)
     assert "name" not in opts and opts["cache"]["rho"] == cfg.cache.rho and opts["width"] == 512
 
 
