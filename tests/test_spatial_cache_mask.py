@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from engine.spatial_cache import CacheSettings, ChangeMask
-from engine.spatial_cache.mask import cell_mean, dilate
+from engine.spatial_cache.mask import box_blur3, cell_mean, dilate
 from vcam.sources.synthetic import SyntheticScene
 
 
@@ -100,6 +100,14 @@ def test_dilate_is_a_square_of_radius_r():
     edge = np.zeros((3, 3), bool)
     edge[0, 0] = True
     assert dilate(edge, 5).all()
+
+
+def test_box_blur_replicates_edges_so_a_flat_border_is_not_a_change():
+    flat = np.full((32, 32, 3), 200, np.uint8)
+    assert np.array_equal(box_blur3(flat), np.full((32, 32, 3), 200, np.float32))
+    step = np.zeros((3, 3, 1), np.uint8)
+    step[:, 2] = 90  # one bright column at the right edge: the corner sees it twice (replicated)
+    assert box_blur3(step)[0, 2, 0] == 60.0 and box_blur3(step)[1, 1, 0] == 30.0
 
 
 def test_bad_frames_and_settings_are_rejected():
