@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from engine.image import psnr
 from engine.interp import create_interpolator
 from engine.interp.base import timesteps
 from engine.interp.blend import BlendInterpolator
 from engine.interp.flow import FlowInterpolator
 from engine.interp.frames import to_uint8
-from engine.interp.motion_set import CASES, psnr, render
+from engine.interp.motion_set import CASES, render
 from engine.interp.rife import (CheckpointError, IFNetV3HD, IFNetV425, RifeInterpolator, build_net, detect_arch,
                                 load_state_dict)
 

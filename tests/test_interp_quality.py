@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.interp import create_interpolator
+from engine.image import psnr
+from engine.interp import InterpolatorUnavailable, create_interpolator
 from engine.interp.base import timesteps
-from engine.interp.motion_set import CASES, asserted_cases, psnr, render
+from engine.interp.motion_set import CASES, asserted_cases, render
 
 SIZE = 256
 SHARED = Path(os.environ.get("FLUXRT_SHARED_MODELS") or Path(__file__).resolve().parents[1].parent / "shared" / "models")
@@ -32,16 +33,18 @@ def scenes():
 def interpolators():
     out = {}
     for method in ("rife-v4.25", "rife-v3-hd", "flow", "blend"):
-        interp, note = create_interpolator(method, device="cpu", models_dir=Path("/nonexistent-models-dir"))
-        out[method] = (interp, note)
+        try:
+            out[method] = (create_interpolator(method, device="cpu", models_dir=Path("/nonexistent-models-dir")), None)
+        except InterpolatorUnavailable as e:  # no real weights here: the tests that need them are skipped
+            out[method] = (None, str(e))
     return out
 
 
 @pytest.fixture(scope="module")
 def scores(scenes, interpolators):
     """method -> {case name: PSNR at t=0.5}."""
-    return {m: {c.name: psnr(interp.interpolate(a, b, [0.5])[0], truth) for c, a, truth, b in scenes}
-            for m, (interp, _) in interpolators.items()}
+    return {m: {c.name: psnr(interp.interpolate_numpy(a, b, [0.5])[0], truth) for c, a, truth, b in scenes}
+            for m, (interp, _) in interpolators.items() if interp is not None}
 
 
 def _mean(per_case: dict[str, float]) -> float:
@@ -98,7 +101,7 @@ def test_flow_beats_blend_without_weights(scenes):
     from engine.interp.flow import FlowInterpolator
 
     flow, blend = FlowInterpolator(), BlendInterpolator()
-    got = {n: np.mean([psnr(i.interpolate(a, b, [0.5])[0], t) for c, a, t, b in scenes if not c.periodic])
+    got = {n: np.mean([psnr(i.interpolate_numpy(a, b, [0.5])[0], t) for c, a, t, b in scenes if not c.periodic])
            for n, i in (("flow", flow), ("blend", blend))}
     assert got["flow"] >= got["blend"] + 5, got
 
@@ -110,9 +113,9 @@ def test_other_timesteps_land_at_the_right_time(interpolators):
     case = next(c for c in CASES if c.name == "pan-6-object-12")
     a, b = render(case, 0.0, SIZE), render(case, 1.0, SIZE)
     truths = {t: render(case, t, SIZE) for t in timesteps(4)}
-    blend = interpolators["blend"][0].interpolate(a, b, timesteps(4))
+    blend = interpolators["blend"][0].interpolate_numpy(a, b, timesteps(4))
     for method in ("rife-v4.25", "rife-v3-hd", "flow"):
-        frames = interpolators[method][0].interpolate(a, b, timesteps(4))
+        frames = interpolators[method][0].interpolate_numpy(a, b, timesteps(4))
         assert len(frames) == 3
         for (t, truth), out, bl in zip(truths.items(), frames, blend):
             assert out.shape == truth.shape and out.dtype == np.uint8

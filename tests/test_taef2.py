@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from engine.errors import EngineConfigError
+from engine.image import psnr
 from engine.taef2 import DECODER_FILE, ENCODER_FILE, TAEF2, find_weights, patchify, unpatchify
 
 SHARED = Path(os.environ.get("FLUXRT_SHARED_MODELS", Path(__file__).resolve().parents[1].parent / "shared" / "models"))
@@ -34,11 +35,6 @@ def _photo(name: str) -> np.ndarray:
     return np.ascontiguousarray(img[: img.shape[0] // 16 * 16, : img.shape[1] // 16 * 16])
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / mse))
-
-
 @needs_weights
 @pytest.mark.weights
 @pytest.mark.parametrize("name", sorted(PSNR_FLOORS))
@@ -50,7 +46,7 @@ def test_reconstruction_psnr_floor(taef2, name):
         y = taef2.decode_latents(z)
     assert z.shape == (1, 32, img.shape[0] // 8, img.shape[1] // 8)
     out = (y.clamp(0, 1) * 255).round().byte()[0].permute(1, 2, 0).numpy()
-    assert _psnr(out, img) >= PSNR_FLOORS[name]
+    assert psnr(out, img) >= PSNR_FLOORS[name]
 
 
 @needs_weights
@@ -65,7 +61,7 @@ def test_flux2_mapping_is_the_same_reconstruction(taef2):
         assert torch.allclose(unpatchify(z), taef2.encode_image(x01), atol=1e-5)
         y = taef2.decode(z)
     out = ((y / 2 + 0.5).clamp(0, 1) * 255).round().byte()[0].permute(1, 2, 0).numpy()
-    assert _psnr(out, img) >= PSNR_FLOORS["chelsea"]
+    assert psnr(out, img) >= PSNR_FLOORS["chelsea"]
 
 
 @needs_weights

@@ -176,8 +176,3 @@ def render(case: MotionCase, t: float, size: int | tuple[int, int] = 256) -> np.
     img = cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
-
-def psnr(x: np.ndarray, ref: np.ndarray) -> float:
-    """PSNR in dB of uint8 images (capped at 100 dB for identical images)."""
-    mse = float(np.mean((x.astype(np.float64) - ref.astype(np.float64)) ** 2))
-    return 100.0 if mse == 0 else min(100.0, 10.0 * np.log10(255.0**2 / mse))

@@ -30,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from engine.image import psnr
 from vcam.tools.bench import device_label
 
 PSNR_CAP_DB = 100.0
@@ -94,14 +95,6 @@ class CellTokens:
         x = torch.from_numpy(frame).float().div(127.5).sub(1.0)
         cells = x.reshape(h, 16, w, 16, 3).permute(0, 2, 1, 3, 4).reshape(h * w, -1)
         return (cells @ self.proj)[None]  # [1, cells, C]
-
-
-def psnr(test: torch.Tensor, ref: torch.Tensor) -> float:
-    peak = float(ref.max() - ref.min())
-    mse = float(((test.float() - ref.float()) ** 2).mean())
-    if mse == 0.0 or peak == 0.0:
-        return PSNR_CAP_DB
-    return min(PSNR_CAP_DB, 10 * math.log10(peak * peak / mse))
 
 
 def top_cells(f0: np.ndarray, f1: np.ndarray, fraction: float) -> np.ndarray:
@@ -194,7 +187,8 @@ def run_cache_bench(
             "cached_ms": round(c_ms, 2),
             "speedup": round(d_ms / max(c_ms, 1e-3), 2),  # a timer tick at most: never inf in JSON
             "flop_ratio": round(cached_flops / dense_flops, 4),
-            "psnr_db": round(psnr(out_cached, out_dense), 2),
+            "psnr_db": round(psnr(out_cached, out_dense, data_range=float(out_dense.max() - out_dense.min()),
+                                   cap_db=PSNR_CAP_DB), 2),
         })
     shape_d = asdict(shape) | {
         "hidden": shape.hidden, "noise_tokens": layout.cells, "reference_tokens": layout.cells,

@@ -22,8 +22,9 @@ METHODS = ("rife-v4.25", "rife-v3-hd", "flow", "blend")
 def run(*, size: int = 512, methods: Sequence[str] = METHODS, cases: int | None = None, device: str = "cpu",
         models_dir: Path | None = None, t: float = 0.5) -> dict[str, Any]:
     """Measure each method; `cases` limits the non-periodic cases (the periodic one is always added)."""
-    from engine.interp import create_interpolator
-    from engine.interp.motion_set import CASES, psnr, render
+    from engine.image import psnr
+    from engine.interp import InterpolatorUnavailable, create_interpolator
+    from engine.interp.motion_set import CASES, render
 
     if size < 32:
         raise ValueError(f"size must be >= 32 pixels, got {size}")
@@ -38,16 +39,17 @@ def run(*, size: int = 512, methods: Sequence[str] = METHODS, cases: int | None 
     scenes = [(c, render(c, 0.0, size), render(c, t, size), render(c, 1.0, size)) for c in chosen]
     rows: list[dict[str, Any]] = []
     for method in methods:
-        interp, note = create_interpolator(method, device=device, models_dir=models_dir)
-        if interp.name != method:  # weights missing or broken: say so instead of timing the fallback
-            rows.append({"method": method, "ms_per_frame": None, "psnr_db": None, "note": note})
+        try:
+            interp = create_interpolator(method, device=device, models_dir=models_dir)
+        except InterpolatorUnavailable as e:  # weights missing or broken: say so instead of timing nothing
+            rows.append({"method": method, "ms_per_frame": None, "psnr_db": None, "note": str(e)})
             continue
         _, a0, _, b0 = scenes[0]
-        interp.interpolate(a0, b0, [t])  # warm-up: allocator, oneDNN kernels, OpenCV pools
+        interp.interpolate_numpy(a0, b0, [t])  # warm-up: allocator, oneDNN kernels, OpenCV pools
         times, scores, periodic = [], [], []
         for case, a, truth, b in scenes:
             t0 = time.perf_counter()
-            out = interp.interpolate(a, b, [t])[0]
+            out = interp.interpolate_numpy(a, b, [t])[0]
             times.append(time.perf_counter() - t0)
             (periodic if case.periodic else scores).append(psnr(out, truth))
         rows.append({"method": method, "ms_per_frame": round(1000 * statistics.median(times), 2),
