@@ -6,20 +6,9 @@ import pytest
 
 from vcam.config import SourceConfig
 from vcam.sources import open_source
-from vcam.sources.framing import crop_resize
 from vcam.sources.synthetic import SyntheticScene
 from vcam.sources.video_file import VideoFileSource
 from vcam.sources.webcam import WebcamSource
-
-
-def test_crop_resize_centre_crops_to_aspect_then_area_resizes():
-    frame = np.zeros((720, 1280, 3), np.uint8)
-    frame[:, 280:1000] = 200  # the centre square
-    out = crop_resize(frame, 512, 512)
-    assert out.shape == (512, 512, 3)
-    assert out.min() == 200  # the side bands were cropped away, not squeezed in
-    tall = crop_resize(np.zeros((1000, 500, 3), np.uint8), 320, 160)
-    assert tall.shape == (160, 320, 3)
 
 
 def test_synthetic_scene_is_deterministic_and_moves_the_requested_fraction():

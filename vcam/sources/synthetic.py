@@ -12,7 +12,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from vcam.sources.framing import crop_resize
+from engine.image import cover_resize
 
 
 @lru_cache(maxsize=4)
@@ -31,15 +31,15 @@ class SyntheticScene:
         rng = np.random.default_rng(seed)
         if dynamic_fraction >= 1.0:
             # a panorama twice as wide as the frame: the view slides over it
-            self._panorama = crop_resize(_photo("coffee"), 2 * width, height)
+            self._panorama = cover_resize(_photo("coffee"), 2 * width, height)
             self._background = None
         else:
-            self._background = crop_resize(_photo("astronaut"), width, height)
+            self._background = cover_resize(_photo("astronaut"), width, height)
         side = math.sqrt(dynamic_fraction * width * height)
         self._ow = max(0, min(width, round(side)))
         self._oh = max(0, min(height, round(side)))
         if self._ow and self._oh:
-            self._object = crop_resize(_photo("chelsea"), self._ow, self._oh)
+            self._object = cover_resize(_photo("chelsea"), self._ow, self._oh)
         self._phase = rng.uniform(0, 2 * math.pi, size=2)
 
     def frame(self, index: int) -> np.ndarray:

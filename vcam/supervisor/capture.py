@@ -6,9 +6,9 @@ import threading
 import time
 from typing import Any
 
+from engine.image import cover_resize
 from vcam.shm import Doorbell, FrameChannel, FrameMeta
 from vcam.sources import FrameSource
-from vcam.sources.framing import crop_resize
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class CaptureThread(threading.Thread):
                 self._stop_event.wait(0.05 if self.paced else 0.1)
                 continue
             captured = time.monotonic()
-            frame = crop_resize(raw, w, h)
+            frame = cover_resize(raw, w, h)
             self.channel.write(frame, FrameMeta(frame_id=self.frames, capture_ts=captured))
             self.doorbell.ring()
             self.frames += 1
