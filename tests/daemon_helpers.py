@@ -34,7 +34,7 @@ def daemon_config(camera_log: Path, **overrides: Any) -> Config:
         "engine.name": "passthrough", "engine.width": 128, "engine.height": 96,
         "source.kind": "synthetic", "source.capture_width": 320, "source.capture_height": 240, "source.fps": 30,
         "interpolation.method": "none", "output.fps": 30, "output.virtual_camera": "on",
-        "output.camera_backend": BACKEND, "output.preview_port": 0, "control.enabled": False, "log_level": "warning",
+        "output.camera_backend": BACKEND, "control.enabled": False, "log_level": "warning",
     }
     base.update(overrides)
     return load_config(None, base)

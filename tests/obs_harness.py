@@ -220,7 +220,8 @@ class Rig:
                                         "fluxrt.preset.2": [{"key": "OBS_KEY_2", "control": True, "alt": True}]})
 
     def _serve(self, port: int):
-        from vcam.control.api import ApiServer, bind_socket, create_app
+        from vcam.control.routes import create_app
+        from vcam.control.server import ApiServer, bind_socket
 
         app = create_app(self.state, lambda: {"rig": True}, API_TOKEN)
         return ApiServer(app, bind_socket("127.0.0.1", port), token_required=True).start()

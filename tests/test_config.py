@@ -126,10 +126,9 @@ def test_readme_documents_every_config_key():
     assert not missing, f"README's configuration reference lacks {missing}"
 
 
-def test_preview_listens_on_loopback_only():
-    assert load_config(overrides={"output.preview_host": "::1"}).output.preview_host == "::1"
-    with pytest.raises(ConfigError, match="output.preview_host = '0.0.0.0'.*loopback only"):
-        load_config(overrides={"output.preview_host": "0.0.0.0"})
+def test_retired_preview_address_names_the_key_and_the_fix():
+    with pytest.raises(ConfigError, match=r"output.preview_port: no longer used.*control server.*/stream.mjpg.*remove"):
+        load_config(overrides={"output.preview_port": 8765})
 
 
 def test_secrets_never_appear_in_config_errors():

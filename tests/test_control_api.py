@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from vcam.tools.cli import app as cli_app
 from vcam.config import ControlConfig, load_config
-from vcam.control.api import ApiStartError, create_app, is_loopback, start_api_server
+from vcam.control.routes import create_app
+from vcam.control.server import ApiStartError, is_loopback, start_api_server
 from vcam.control.client import DaemonClient, DaemonUnavailable
 from vcam.control.state import ControlState
 from vcam.control.token import TokenError, create_token, ensure_token, read_token

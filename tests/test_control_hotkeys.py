@@ -7,7 +7,7 @@ import pytest
 
 from obs_harness import wait_for, xvfb  # noqa: F401 - xvfb: fixture
 from vcam.config import ControlConfig, load_config
-from vcam.control.api import start_api_server
+from vcam.control.server import start_api_server
 from vcam.control.client import DaemonClient
 from vcam.control.hotkeys import GlobalHotkeys, HotkeysUnavailable, bindings, check_display
 from vcam.control.state import ControlState

@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -113,11 +114,17 @@ def test_engine_that_cannot_start_is_reported_and_frames_keep_flowing(camera_log
         d.stop()
 
 
-def test_mjpeg_preview_over_real_http(camera_log):
-    d = Daemon(daemon_config(camera_log, **{"output.virtual_camera": "off"}))
+# the stream is served by the control server, on its one port
+STREAM = {"control.enabled": True, "control.port": 0}
+
+
+def test_mjpeg_stream_over_real_http_on_the_control_port(camera_log):
+    d = Daemon(daemon_config(camera_log, **{"output.virtual_camera": "off", **STREAM}))
     d.start()
     try:
-        url = wait_until(lambda: d.status()["preview_url"])
+        st = d.status()
+        url = st["preview_url"]
+        assert url == st["control_url"] + "/" and st["stream_url"] == url + "stream.mjpg"
         assert url.startswith("http://127.0.0.1:")
         wait_until(lambda: d.status()["output"].get("new", 0) > 3)
         page = httpx.get(url, timeout=5)
@@ -144,7 +151,7 @@ def _run_cli(camera_log: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "FLUXRT_TEST_CAMERA_LOG": str(camera_log), "PYTHONPATH": str(REPO)}
     sets = ["engine.name=passthrough", "engine.width=128", "engine.height=96", "interpolation.method=none",
             f"output.camera_backend={daemon_config(camera_log).output.camera_backend}", "output.virtual_camera=on",
-            "output.preview_port=0", "control.port=0", *extra]
+            "control.port=0", *extra]
     args = [a for s in sets for a in ("--set", s)]
     return subprocess.Popen([sys.executable, "-m", "vcam.tools.cli", "run", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -161,7 +168,8 @@ def test_cli_run_leaves_nothing_in_dev_shm(camera_log, how):
         p.wait(timeout=20)
         if how != "SIGKILL":
             assert p.returncode == 0, p.stderr.read()
-            assert "preview:" in p.stdout.read()
+            out = p.stdout.read()
+            assert "page:" in out and "/stream.mjpg" in out, out
         # after kill -9 of the supervisor the children notice and exit, and multiprocessing's
         # resource tracker unlinks the segments the supervisor created
         wait_until(lambda: shm_names() == before, timeout=15)
@@ -200,23 +208,103 @@ def test_corrupt_rife_checkpoint_falls_back_to_flow_and_says_so(camera_log, tmp_
         d.stop()
 
 
-def test_preview_port_in_use_is_reported_and_the_camera_still_runs(camera_log):
+def test_control_port_in_use_is_a_clear_error_and_leaves_nothing_behind(camera_log):
     import socket
 
+    from vcam.control.server import ApiStartError
+
+    before = shm_names()
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     port = taken.getsockname()[1]
-    d = Daemon(daemon_config(camera_log, **{"output.preview_port": port}))
-    d.start()
     try:
-        wait_until(lambda: d.status()["output"].get("new", 0) > 10)
-        out = d.status()["output"]
-        assert out["restarts"] == 0 and out["preview_url"] is None
-        assert f"127.0.0.1:{port}" in out["preview_error"] and "preview_port" in out["preview_error"]
+        with pytest.raises(ApiStartError, match=f"127.0.0.1:{port}.*control.port"):
+            Daemon(daemon_config(camera_log, **{**STREAM, "control.port": port})).start()
     finally:
-        d.stop()
         taken.close()
+    assert shm_names() == before
+
+
+class MjpegWatcher(threading.Thread):
+    """Reads /stream.mjpg in the background: the arrival time of every complete part, and any problem."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url, self.times, self.errors = url, [], []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            with httpx.stream("GET", self.url, timeout=10) as r:
+                if r.status_code != 200 or not r.headers["content-type"].startswith("multipart/x-mixed-replace"):
+                    self.errors.append(f"HTTP {r.status_code} {r.headers.get('content-type')}")
+                    return
+                buf = b""
+                for chunk in r.iter_bytes():
+                    buf += chunk
+                    *parts, buf = buf.split(b"--fluxrtframe\r\n")
+                    for part in parts:
+                        if not part:
+                            continue
+                        head, _, body = part.partition(b"\r\n\r\n")
+                        if b"Content-Type: image/jpeg" not in head or not body.startswith(b"\xff\xd8"):
+                            self.errors.append(f"not a JPEG part: {head[:80]!r}")
+                        self.times.append(time.monotonic())
+                    if self.done.is_set():
+                        return
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.errors.append(repr(e))
+
+
+def test_killing_the_output_process_does_not_interrupt_the_stream(camera_log):
+    d = Daemon(daemon_config(camera_log, **STREAM))
+    d.start()
+    watcher = MjpegWatcher(d.status()["stream_url"])
+    try:
+        wait_until(lambda: d.status()["output"].get("new", 0) > 5)
+        watcher.start()
+        wait_until(lambda: len(watcher.times) > 10, timeout=10)
+        t_kill = time.monotonic()
+        os.kill(d.status()["output"]["pid"], signal.SIGKILL)
+        wait_until(lambda: d.status()["output"]["restarts"] == 1 and d.status()["output"]["alive"], timeout=10)
+        # the new output process feeds the camera again
+        wait_until(lambda: len(frames_between(camera_log, t_kill + 0.1, time.monotonic())) > 10, timeout=30)
+        t_end = time.monotonic()
+        watcher.done.set()
+        watcher.join(timeout=10)
+        assert not watcher.errors, watcher.errors
+        cam = np.concatenate([[t_kill], frames_between(camera_log, t_kill, t_end)])
+        gap = int(np.argmax(np.diff(cam)))
+        cam_gap = (cam[gap], cam[gap + 1])
+        assert cam_gap[1] - cam_gap[0] > 0.15  # the camera did go dark: a restart takes a while
+        stream = np.array([t for t in watcher.times if t_kill - 0.5 <= t <= t_end])
+        # while the camera was dark the stream kept going, with no gap beyond a generous bound
+        assert ((stream > cam_gap[0]) & (stream < cam_gap[1])).sum() >= 2, (cam_gap, stream)
+        assert np.diff(stream).max() < 1.5, np.diff(stream).max()
+        assert d.status()["stream"]["showing"] == "frames"
+    finally:
+        watcher.done.set()
+        d.stop()
+
+
+def test_two_viewers_share_each_encoded_picture(camera_log):
+    d = Daemon(daemon_config(camera_log, **{"output.virtual_camera": "off", **STREAM}))
+    d.start()
+    viewers = [MjpegWatcher(d.status()["stream_url"]) for _ in range(2)]
+    try:
+        for v in viewers:
+            v.start()
+        wait_until(lambda: all(len(v.times) > 20 for v in viewers), timeout=20)
+        st = d.status()["stream"]
+        assert st["watchers"] == 2
+        # one encode per picture at most, however many watch (each viewer encoding would double it)
+        assert 0 < st["encodes"] <= st["pictures"], st
+        assert not any(v.errors for v in viewers)
+    finally:
+        for v in viewers:
+            v.done.set()
+        d.stop()
 
 
 @pytest.mark.timeout(300)
@@ -260,7 +348,8 @@ def test_unreadable_style_reference_is_reported_and_editing_continues(camera_log
 def test_preview_overlays_the_cells_the_spatial_cache_recomputed(camera_log):
     d = Daemon(daemon_config(camera_log, **{"engine.name": "flux2-tiny", "engine.model": "test", "source.fps": 10,
                                             "engine.width": 128, "engine.height": 128,
-                                            "source.dynamic_fraction": 0.1, "output.virtual_camera": "off"}))
+                                            "source.dynamic_fraction": 0.1, "output.virtual_camera": "off",
+                                            **STREAM}))
     d.start()
     try:
         wait_until(lambda: d.status()["inference"].get("frames", 0) >= 4, timeout=240)

@@ -88,19 +88,19 @@ class OutputConfig(_Section):
     virtual_camera: Literal["auto", "on", "off"] = "auto"
     camera_label: str = Field("FluxRT Camera", min_length=1, max_length=31)
     camera_backend: str | None = None  # force a pyvirtualcam backend (tests register one)
-    preview: bool = True
-    preview_host: str = "127.0.0.1"
-    preview_port: int = Field(8765, ge=0, le=65535)
+    preview: bool = True  # serve what the camera shows at /stream.mjpg on the control server
     record_path: Path | None = None
 
-    @field_validator("preview_host")
+    @model_validator(mode="before")
     @classmethod
-    def _loopback_preview(cls, v: str) -> str:
-        # the preview has no token: it shows the camera to whoever can reach it
-        if v not in ("127.0.0.1", "localhost", "::1") and not v.startswith("127."):
-            raise ValueError("the preview serves the camera without a token, so it listens on loopback only "
-                             "(127.0.0.1, ::1 or localhost); reach it remotely through an SSH tunnel")
-        return v
+    def _retired_preview_address(cls, data: Any) -> Any:
+        # the preview had its own server until the control server took it over: say so, not just "unknown key"
+        old = [k for k in ("preview_host", "preview_port") if isinstance(data, dict) and k in data]
+        if old:
+            raise ValueError(f"output.{' and output.'.join(old)}: no longer used, the stream is served by the control "
+                             f"server at http://<control.host>:<control.port>/stream.mjpg; remove "
+                             f"{' and '.join(old)} from [output] (set control.host / control.port instead)")
+        return data
 
 
 class ControlConfig(_Section):

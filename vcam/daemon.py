@@ -1,7 +1,8 @@
-"""The daemon: wires source, supervisor (inference + output processes), control API and OBS bridge.
+"""The daemon: wires source, supervisor (inference + output processes), control server and OBS bridge.
 
-    capture thread -> INPUT -> inference process -> OUTPUT -> output process -> virtual camera / preview
-    control API, OBS bridge -> ControlState -> settings to the children
+    capture thread -> INPUT -> inference process -> OUTPUT -> output process -> virtual camera / file
+                                                           -> stream source -> control server /stream.mjpg
+    control server, OBS bridge -> ControlState -> settings to the children
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class Daemon:
         self.supervisor: Supervisor | None = None
         self.capture: CaptureThread | None = None
         self.api: Any = None
+        self.stream: Any = None
         self.bridge: Any = None
         self.started_at = 0.0
         self._stopped = threading.Event()
@@ -45,9 +47,17 @@ class Daemon:
             self.capture.pause(self.state.settings.mode == "paused")
             self.state.subscribe(lambda s: self.capture.pause(s.mode == "paused") if self.capture else None)
             if cfg.control.enabled:
-                from vcam.control.api import start_api_server
+                from vcam.control.server import start_api_server
 
-                self.api = start_api_server(cfg.control, self.state, self.status)
+                if cfg.output.preview:
+                    from vcam.control.stream import StreamSource
+
+                    # its own reader of OUTPUT: the stream does not depend on the output process
+                    self.stream = StreamSource(self.supervisor.output.spec, cfg.output.fps,
+                                               cfg.output.stall_timeout_s).start()
+                    self.stream.set_mode(self.state.settings.mode)
+                    self.state.subscribe(lambda s: self.stream.set_mode(s.mode))
+                self.api = start_api_server(cfg.control, self.state, self.status, self.stream)
             if cfg.obs.enabled:
                 from vcam.obs.bridge import ObsBridge
 
@@ -61,7 +71,7 @@ class Daemon:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        for part in (self.bridge, self.api, self.capture):
+        for part in (self.bridge, self.api, self.stream, self.capture):  # the stream's reader before OUTPUT goes
             if part is not None:
                 try:
                     part.stop()
@@ -76,6 +86,7 @@ class Daemon:
         s = self.state.settings
         children = self.supervisor.status() if self.supervisor else {}
         out = children.get("output", {})
+        url = getattr(self.api, "url", None)
         return {
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "settings": {"prompt": s.prompt, "prompt_version": s.prompt_version, "preset": s.preset, "seed": s.seed,
@@ -85,8 +96,11 @@ class Daemon:
             "source": {"kind": self.cfg.source.kind, **(self.capture.status if self.capture else {})},
             "inference": children.get("inference", {}),
             "output": out,
-            "preview_url": out.get("preview_url"),
-            "control_url": getattr(self.api, "url", None),
+            # the page that shows the stream, and the stream itself (MJPEG: a browser, VLC, an OBS media source)
+            "preview_url": f"{url}/" if url and self.stream else None,
+            "stream_url": f"{url}/stream.mjpg" if url and self.stream else None,
+            "stream": self.stream.status if self.stream is not None else {"enabled": False},
+            "control_url": url,
             "obs": self.bridge.status() if self.bridge is not None else {"enabled": False},
         }
 

@@ -27,6 +27,7 @@ PAGE_HTML = """<!doctype html>
 <div id="presets"></div>
 <div id="msg"></div>
 <img id="preview" alt="" hidden>
+<p id="cellsrow" hidden><label><input type="checkbox" id="cells"> show the cells the spatial cache recomputed (red)</label></p>
 <div id="status">connecting...</div>
 </main>
 <script>
@@ -53,14 +54,23 @@ function show(s) {
   for (const b of document.querySelectorAll("#presets button")) b.classList.toggle("on", b.dataset.name === s.preset);
   for (const b of document.querySelectorAll("button[data-mode]")) b.classList.toggle("on", b.dataset.mode === s.mode);
 }
+function streamUrl() {  // same server; an <img> cannot send headers, so the token goes in the query
+  const q = new URLSearchParams();
+  if ($("cells").checked) q.set("overlay", "cells");
+  if (token) q.set("token", token);
+  return "/stream.mjpg" + (q.toString() ? "?" + q : "");
+}
 function showStatus(st) {
-  const url = st && st.preview_url && st.preview_url + "stream.mjpg";  // preview_url is the preview's page
-  if (url && $("preview").getAttribute("src") !== url) { $("preview").src = url; $("preview").hidden = false; }
+  const on = !!(st && st.stream_url), url = streamUrl();
+  $("preview").hidden = $("cellsrow").hidden = !on;
+  if (on && $("preview").getAttribute("src") !== url) $("preview").src = url;
+  if (!on) $("preview").removeAttribute("src");
   $("status").textContent = JSON.stringify(st, null, 1);
 }
 async function run(method, path, body) {
   try { show(await api(method, path, body)); say(""); } catch (e) { say(e.message); }
 }
+$("cells").onchange = () => { $("preview").src = streamUrl(); };
 $("send").onclick = () => run("PUT", "/prompt", {prompt: $("prompt").value});
 for (const b of document.querySelectorAll("button[data-mode]")) b.onclick = () => run("PUT", "/mode", {mode: b.dataset.mode});
 async function init() {

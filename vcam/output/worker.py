@@ -1,4 +1,7 @@
-"""Output process: OUTPUT channel -> presentation scheduling -> sinks (virtual camera, preview, file).
+"""Output process: OUTPUT channel -> presentation scheduling -> sinks (virtual camera, file).
+
+No HTTP here: the control server in the supervisor process reads OUTPUT itself for /stream.mjpg, so a
+restarting output process does not take the stream down.
 
 It never waits on the engine: when no new frame is due, it repeats the last one at the sinks' fps,
 and after `stall_timeout_s` without a new frame it shows a status card instead.
@@ -42,16 +45,6 @@ class OutputWorker:
             self.sinks["virtual_camera"] = VirtualCameraSink(o.camera_label, self.width, self.height, o.fps,
                                                              backend=o.camera_backend,
                                                              required=o.virtual_camera == "on")
-        self.preview_error: str | None = None
-        if o.preview:
-            from vcam.output.sinks.preview import PreviewSink
-
-            try:
-                self.sinks["preview"] = PreviewSink(o.preview_host, o.preview_port, o.fps)
-            except OSError as e:  # port taken (another daemon?): run without preview rather than crash-loop
-                self.preview_error = (f"preview not started: cannot listen on {o.preview_host}:{o.preview_port} "
-                                      f"({e.strerror}); set output.preview_port to a free port (0 picks one)")
-                log.error("%s", self.preview_error)
         if o.record_path is not None:
             from vcam.output.sinks.recorder import RecorderSink
 
@@ -107,13 +100,10 @@ class OutputWorker:
             self._card = (lines, status_card(self.width, self.height, lines))
         return self._card[1]
 
-    def send(self, frame: np.ndarray, now: float, mask: np.ndarray | None = None) -> None:
+    def send(self, frame: np.ndarray, now: float) -> None:
         for name, sink in self.sinks.items():
             try:
-                if name == "preview":
-                    sink.send(frame, mask)  # it can overlay the recomputed cells
-                else:
-                    sink.send(frame)
+                sink.send(frame)
             except Exception:  # noqa: BLE001 - one sink failing must not starve the others
                 self.counts["send_errors"] += 1
                 log.exception("sink %s failed", name)
@@ -130,7 +120,7 @@ class OutputWorker:
             self.counts["new"] += 1
             self.counts["engine_frames_shown"] += due.meta.is_engine_frame
             self.showing = "frames"
-            self.send(due.frame, now, due.meta.mask)
+            self.send(due.frame, now)
             self.last_was_new = True
         elif now - self.last_send >= self.scheduler.keepalive_after(self.last_was_new) * 0.999:
             if self.last_frame is None or now - self.last_new_ts > self.cfg.output.stall_timeout_s:
@@ -139,7 +129,7 @@ class OutputWorker:
                 self.send(self.card(), now)
             else:
                 self.counts["repeats"] += 1
-                self.send(self.last_frame, now, self.last_meta.mask if self.last_meta else None)
+                self.send(self.last_frame, now)
             self.last_was_new = False
 
     def status(self) -> dict[str, Any]:
@@ -158,8 +148,6 @@ class OutputWorker:
             "dropped_interpolated": self.scheduler.dropped_interpolated,
             **self.counts,
             "sinks": {name: dict(sink.status) for name, sink in self.sinks.items()},
-            "preview_url": self.sinks["preview"].url if "preview" in self.sinks else None,
-            "preview_error": self.preview_error,
         }
 
     def run(self) -> None:

@@ -66,7 +66,7 @@ def _serve(cfg: Config, duration: float | None, banner: str) -> None:
 
     import threading
 
-    from vcam.control.api import ApiStartError
+    from vcam.control.server import ApiStartError
     from vcam.daemon import Daemon, stop_on_signals
     from vcam.shm import ChannelError
 
@@ -79,16 +79,19 @@ def _serve(cfg: Config, duration: float | None, banner: str) -> None:
     except (ApiStartError, ChannelError) as e:
         _fail([str(e)])
     typer.echo(banner)
-    # the children report within a second; wait for the preview URL and the engine's first words
+    # the children report within a second; wait for the output's first report and the engine's first words
     deadline = time.monotonic() + 5
     st = daemon.status()
-    while time.monotonic() < deadline and not stop.is_set() and not (st["preview_url"] or not cfg.output.preview):
+    while time.monotonic() < deadline and not stop.is_set() and "sinks" not in st["output"]:
         time.sleep(0.1)
         st = daemon.status()
-    if st["preview_url"]:
-        typer.echo(f"  preview:        {st['preview_url']}  (open it in a browser)")
     if st["control_url"]:
-        typer.echo(f"  control:        {st['control_url']}  (web page; `fluxrt-cam prompt \"...\"` from a shell)")
+        what = "controls and the live picture" if st["stream_url"] else "controls"
+        typer.echo(f"  page:           {st['control_url']}/  ({what}; `fluxrt-cam prompt \"...\"` from a shell)")
+    if st["stream_url"]:
+        typer.echo(f"  stream:         {st['stream_url']}  (MJPEG: a browser, VLC or an OBS media source)")
+    elif cfg.output.preview and not cfg.control.enabled:
+        typer.echo("  stream:         off (the control server serves it; control.enabled = false)")
     cam = (st["output"].get("sinks") or {}).get("virtual_camera")
     if cfg.output.virtual_camera == "off":
         typer.echo("  virtual camera: off (output.virtual_camera = \"off\")")
@@ -163,7 +166,7 @@ def status(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = Fal
         + (f"  ({inf['interpolator_note']})" if inf.get("interpolator_note") else ""),
         f"output      showing {out.get('showing', '?')}, {out.get('sent', 0)} frames sent, "
         f"latency p50 {out.get('latency_p50_ms') or 0:.1f} ms",
-        f"preview     {d.get('preview_url') or '-'}",
+        f"stream      {d.get('stream_url') or '-'}",
     ]
     obs = d.get("obs") or {}
     if obs.get("enabled", True) and obs:

@@ -1,1 +1,1 @@
-"""Sinks fed by the output process: virtual camera, MJPEG preview, file recording."""
+"""Sinks fed by the output process: virtual camera, file recording."""

@@ -1,0 +1,207 @@
+"""The control app: HTTP JSON + a WebSocket that pushes settings and status, over `ControlState`, and
+the camera's picture as MJPEG.
+
+Routes (JSON in and out under /api; errors are `{"detail": "..."}` with a 4xx code):
+  GET  /api/settings                 the live settings (prompt, prompt_version, preset, seed, ...)
+  PATCH /api/settings                change seed / steps / mode / cache.* / interpolation.*
+  GET  /api/prompt, PUT /api/prompt  read / set the prompt
+  GET  /api/presets                  the configured presets (index, name, prompt, ...) and the current one
+  POST /api/presets/apply            {"preset": name | index | "next" | "prev"}
+  POST /api/presets/next, /prev      step through the presets
+  PUT  /api/mode                     {"mode": "live" | "passthrough" | "paused"}
+  GET  /api/status                   {"settings": ..., "daemon": <the daemon's status dict>}
+  WS   /ws                           pushes {"type": "settings", ...} on every change and
+                                     {"type": "status", ...} every `status_interval_s`
+  GET  /stream.mjpg, /frame.jpg      what the virtual camera shows (MJPEG / one JPEG); `?overlay=cells`
+                                     tints the cells the spatial cache recomputed (when a stream is given)
+  GET  /                             a small page to change the look, with the stream
+OpenAPI: /openapi.json (and /docs). When a token is in force every /api route, /ws and the picture
+routes need `Authorization: Bearer <token>` (or `?token=<token>`, for the page, <img> and WebSocket
+clients that cannot set headers); the page itself and the schema hold nothing secret and stay open.
+
+Nothing here logs a request line: uvicorn's access log is off because `?token=` would land in it.
+(No `from __future__ import annotations`: FastAPI reads the endpoints' annotations, and one of the
+bodies is a class local to `create_app`.)
+"""
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vcam.control.guard import RequestGuard
+from vcam.control.hub import Hub
+from vcam.control.page import PAGE_HTML
+from vcam.control.requests import ModeRequest, PresetRequest, SettingsPatch, prompt_request, validation_error
+from vcam.control.sanitize import json_safe
+from vcam.control.state import ControlError, ControlState
+from vcam.control.stream import BOUNDARY, StreamSource
+from vcam.control.token import token_matches
+from vcam.messages import Settings
+
+StatusFn = Callable[[], dict[str, Any]]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Invalid JSON"},
+    413: {"description": "Request body too large"},
+    422: {"description": "A value that cannot be applied; `detail` says why"},
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such preset"}}
+_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "Missing or wrong token"}}
+_NO_PICTURE: dict[int | str, dict[str, Any]] = {503: {"description": "No picture yet"}}
+Overlay = Literal["none", "cells"]
+
+
+def settings_dict(s: Settings) -> dict[str, Any]:
+    return dataclasses.asdict(s)
+
+
+def create_app(state: ControlState, status: StatusFn, token: str | None, *, stream: StreamSource | None = None,
+               status_interval_s: float = 1.0, local_only: bool = False) -> FastAPI:
+    """The control app over `state`. `status()` returns the daemon's JSON-able status dict; `stream`
+    (optional) serves /stream.mjpg and /frame.jpg.
+
+    With a `token`, every /api route, /ws and the picture routes require it. `local_only` (a loopback
+    bind) refuses requests whose Host is not a loopback name; cross-site `Origin`s are always refused.
+    """
+    limit = state.max_prompt_length
+    PromptRequest = prompt_request(limit)
+
+    app = FastAPI(title="FluxRT Camera control", version="1",
+                  description="Change the look of the FluxRT virtual camera: prompt, presets, settings, status.",
+                  responses=_ERRORS)
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette lists only the first route's methods for a shared path
+            methods = {m for r in app.routes if isinstance(r, APIRoute) and r.path_regex.match(request.url.path)
+                       for m in r.methods}
+            headers["Allow"] = ", ".join(sorted(methods))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(ControlError)
+    async def _control_error(request: Request, exc: ControlError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    deps: list[Any] = []
+    if token is not None:
+        bearer = HTTPBearer(auto_error=False, description="The token printed by `fluxrt-cam token`")
+
+        def require_token(request: Request, cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+            given = cred.credentials if cred else request.query_params.get("token")
+            if not token_matches(token, given):
+                raise HTTPException(401, "missing or wrong token: send `Authorization: Bearer <token>` "
+                                         "(the token is printed by `fluxrt-cam token`)",
+                                    headers={"WWW-Authenticate": "Bearer"})
+        deps.append(Depends(require_token))
+    auth_errors = _AUTH_ERRORS if token is not None else {}
+
+    api = APIRouter(prefix="/api", dependencies=deps, responses=auth_errors)
+    hub = Hub()
+    state.subscribe(hub)
+
+    def snapshot() -> dict[str, Any]:
+        return settings_dict(state.settings)
+
+    def daemon_status() -> dict[str, Any]:
+        return json_safe(status())
+
+    @api.get("/settings", summary="The live settings")
+    def get_settings() -> dict[str, Any]:
+        return snapshot()
+
+    @api.patch("/settings", summary="Change seed, steps, mode, cache or interpolation settings")
+    def patch_settings(body: SettingsPatch) -> dict[str, Any]:
+        fields = body.model_dump(exclude_none=True)
+        state.update(**fields)
+        return snapshot()
+
+    @api.get("/prompt", summary="The current prompt")
+    def get_prompt() -> dict[str, Any]:
+        s = state.settings
+        return {"prompt": s.prompt, "prompt_version": s.prompt_version, "preset": s.preset}
+
+    @api.put("/prompt", summary="Set the prompt")
+    def put_prompt(body: PromptRequest) -> dict[str, Any]:  # type: ignore[valid-type]
+        state.set_prompt(body.prompt)  # type: ignore[attr-defined]
+        return snapshot()
+
+    @api.get("/presets", summary="The configured presets")
+    def get_presets() -> dict[str, Any]:
+        items = [{"index": i, **p.model_dump(mode="json")} for i, p in enumerate(state.presets)]
+        return {"presets": items, "current": state.settings.preset}
+
+    @api.post("/presets/apply", summary="Apply a preset by name, 0-based index, 'next' or 'prev'",
+              responses=_NOT_FOUND)
+    def apply_preset(body: PresetRequest) -> dict[str, Any]:
+        return _apply(body.preset)
+
+    @api.post("/presets/next", summary="Apply the next preset", responses=_NOT_FOUND)
+    def next_preset() -> dict[str, Any]:
+        return _apply("next")
+
+    @api.post("/presets/prev", summary="Apply the previous preset", responses=_NOT_FOUND)
+    def prev_preset() -> dict[str, Any]:
+        return _apply("prev")
+
+    def _apply(ref: str | int) -> dict[str, Any]:
+        try:
+            state.apply_preset(ref)
+        except ControlError as e:  # the request is well-formed; the preset does not exist
+            raise HTTPException(404, str(e)) from None
+        return snapshot()
+
+    @api.put("/mode", summary="live (edit frames), passthrough (webcam as is) or paused (last frame, then a paused card)")
+    def put_mode(body: ModeRequest) -> dict[str, Any]:
+        state.update(mode=body.mode)
+        return snapshot()
+
+    @api.get("/status", summary="Settings and the daemon's status (sources, engine, per-stage metrics, output)")
+    def get_status() -> dict[str, Any]:
+        return {"settings": snapshot(), "daemon": daemon_status()}
+
+    app.include_router(api)
+
+    if stream is not None:
+        media = APIRouter(dependencies=deps, responses={**auth_errors, **_NO_PICTURE})
+
+        @media.get("/frame.jpg", summary="What the virtual camera shows now, as one JPEG",
+                   response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+        def frame(overlay: Overlay = "none") -> Response:
+            jpeg = stream.snapshot(overlay == "cells")
+            if jpeg is None:
+                raise HTTPException(503, "no picture yet: the daemon is starting; try again in a moment")
+            return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+        # (not in the schema: an endless response is no use to schema-driven clients and fuzzers)
+        @media.get("/stream.mjpg", include_in_schema=False)
+        def mjpeg(overlay: Overlay = "none") -> StreamingResponse:
+            return StreamingResponse(stream.multipart(overlay == "cells"),
+                                     media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+                                     headers={"Cache-Control": "no-store"})
+
+        app.include_router(media)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(PAGE_HTML)
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        if token is not None:
+            auth = websocket.headers.get("authorization", "")
+            given = auth[7:] if auth.lower().startswith("bearer ") else websocket.query_params.get("token")
+            if not token_matches(token, given):
+                await websocket.close(code=1008, reason="missing or wrong token")
+                return
+        await websocket.accept()
+        await hub.serve(websocket, snapshot, daemon_status, settings_dict, status_interval_s)
+
+    app.add_middleware(RequestGuard, limit=max(64 * 1024, 8 * limit), local_only=local_only)
+    return app
