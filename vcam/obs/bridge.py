@@ -28,6 +28,7 @@ from obsws_python.error import OBSSDKError
 from obsws_python.subs import Subs
 from websocket import WebSocketException
 
+from vcam.backoff import Backoff
 from vcam.config import ObsConfig
 from vcam.control.state import ControlError, ControlState
 from vcam.messages import Settings
@@ -144,21 +145,23 @@ class ObsBridge:
 
     # ---- the connection loop -------------------------------------------------------------------
     def _run(self) -> None:
-        delay, last_logged = _FIRST_RETRY_S, None
+        max_s = self.cfg.reconnect_max_s
+        backoff, last_logged = Backoff(min(_FIRST_RETRY_S, max_s), max_s), None
         while not self._stop.is_set():
             try:
                 req, ev = self._connect()
             except Exception as e:  # noqa: BLE001 - every failure is reported and retried
                 msg, auth = _explain(e, self.cfg, bool(self._password))
                 msg = msg.replace(self._password, "********") if self._password else msg
+                delay = backoff.next()
                 self._set(connected=False, last_error=msg, auth_failed=auth, retry_in_s=delay)
                 if msg != last_logged:  # once per distinct problem, not once per retry
                     log.warning("%s; retrying (backoff up to %.0f s)", msg, self.cfg.reconnect_max_s)
                     last_logged = msg
                 self._stop.wait(delay)
-                delay = min(delay * 2, self.cfg.reconnect_max_s)
                 continue
-            delay, last_logged = _FIRST_RETRY_S, None
+            backoff.reset()
+            last_logged = None
             with self._lock:
                 self._status["connects"] += 1
                 if self._status["connects"] > 1:

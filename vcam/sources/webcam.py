@@ -9,6 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vcam.backoff import Backoff
 from vcam.sources.opencv_capture import OpenCvSource
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,7 @@ class WebcamSource(OpenCvSource):
         self.width, self.height, self.fps = width, height, fps
         self._factory = capture_factory
         self._cap: Any = None
-        self._backoff_initial, self._backoff_max = backoff_initial, backoff_max
-        self._backoff = backoff_initial
+        self._backoff = Backoff(backoff_initial, backoff_max)
         self._next_try = 0.0
         self.status: dict[str, Any] = {"connected": False, "error": None, "reconnects": 0}
 
@@ -47,17 +47,16 @@ class WebcamSource(OpenCvSource):
             self.status["reconnects"] += 1
             log.info("webcam %r is back", self.device)
         self._cap = cap
-        self._backoff = self._backoff_initial
+        self._backoff.reset()
         self.status.update(connected=True, error=None)
         return True
 
     def _fail(self, message: str) -> None:
         self._release()
         if self.status["error"] != message:
-            log.warning("%s (retrying every %.1f-%.0f s)", message, self._backoff_initial, self._backoff_max)
+            log.warning("%s (retrying every %.1f-%.0f s)", message, self._backoff.first_s, self._backoff.max_s)
         self.status.update(connected=False, error=message)
-        self._next_try = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, self._backoff_max)
+        self._next_try = time.monotonic() + self._backoff.next()
 
     def read(self) -> np.ndarray | None:
         if self._cap is None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from vcam.supervisor.child import RESET_STATS, STOP, Links
+from vcam.backoff import Backoff
 from vcam.config import Config
 from vcam.inference.worker import inference_main
 from vcam.messages import ChildError, ChildStatus, Settings
@@ -37,7 +38,7 @@ class Child:
     proc: Any = None
     started_at: float = 0.0
     restarts: int = 0
-    backoff: float = BACKOFF_FIRST_S
+    backoff: Backoff = field(default_factory=lambda: Backoff(BACKOFF_FIRST_S, BACKOFF_MAX_S))
     restart_at: float | None = None
     last_error: str | None = None
     last_traceback: str | None = None
@@ -137,12 +138,12 @@ class Supervisor:
                     child.last_error = f"{why}: {child.reported}" if child.reported else why
                     child.reported = None
                     if now - child.started_at > HEALTHY_AFTER_S:
-                        child.backoff = BACKOFF_FIRST_S
-                    child.restart_at = now + child.backoff
-                    log.error("%s process %s; restarting in %.1f s", child.role, why, child.backoff)
+                        child.backoff.reset()
+                    delay = child.backoff.next()
+                    child.restart_at = now + delay
+                    log.error("%s process %s; restarting in %.1f s", child.role, why, delay)
                     if child.role == "inference":
                         self.notice(f"engine restarting ({why})")
-                    child.backoff = min(child.backoff * 2, BACKOFF_MAX_S)
                 elif now >= child.restart_at:
                     child.restarts += 1
                     self._spawn(child)
