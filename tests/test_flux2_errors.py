@@ -142,9 +142,9 @@ def test_style_reference_from_file(tiny_flux2_dir, tmp_path):
     style = (rng.random((64, 48, 3)) * 255).astype(np.uint8)  # another size and aspect: cover-resized
     cv2.imwrite(str(tmp_path / "style.png"), cv2.cvtColor(style, cv2.COLOR_RGB2BGR))
     from_file = _make(tiny_flux2_dir, style_reference=tmp_path / "style.png")
-    from engine.flux2.engine import _cover_resize
+    from engine.image import cover_resize
 
-    from_array = _make(tiny_flux2_dir, style_reference=_cover_resize(style, 32, 32))
+    from_array = _make(tiny_flux2_dir, style_reference=cover_resize(style, 32, 32))
     f = np.full((32, 32, 3), 128, np.uint8)
     assert np.array_equal(from_file.edit(f, prompt="x"), from_array.edit(f, prompt="x"))
     with pytest.raises(EngineConfigError, match="not a readable image"):

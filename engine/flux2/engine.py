@@ -21,6 +21,7 @@ import torch
 
 from engine.base import Engine, EngineStats
 from engine.errors import EngineConfigError
+from engine.image import cover_resize
 from engine.flux2 import attention, loader
 from engine.flux2.latents import REFERENCE_T, FramePlan, FullVAE, TinyVAE, grid_ids, make_plan, pack, unpack
 from engine.flux2.text import PromptCache
@@ -219,7 +220,7 @@ class Flux2Engine(Engine):
                 raise EngineConfigError(f"style_reference {path} is not a readable image; give a PNG or JPEG file")
             img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         if img.shape[:2] != (self.height, self.width):
-            img = _cover_resize(img, self.width, self.height)
+            img = cover_resize(img, self.width, self.height)
         with torch.no_grad():
             tokens = self._reference_tokens(np.ascontiguousarray(img), staging=False)
         h, w = self.height // 16, self.width // 16  # ids of [webcam, style]: the same for every frame and plan
@@ -388,17 +389,6 @@ def _to(module: torch.nn.Module, device: torch.device | None, dtype: torch.dtype
     if next(module.parameters()).dtype != dtype:
         module = module.to(dtype=dtype)
     return module.to(device) if device is not None else module
-
-
-def _cover_resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Centre-crop to the target aspect, then resize (area filter)."""
-    import cv2
-
-    h, w = img.shape[:2]
-    scale = max(width / w, height / h)
-    cw, ch = round(width / scale), round(height / scale)
-    x0, y0 = (w - cw) // 2, (h - ch) // 2
-    return cv2.resize(img[y0:y0 + ch, x0:x0 + cw], (width, height), interpolation=cv2.INTER_AREA)
 
 
 def create_flux2_engine(tiny: bool = False, **options: Any) -> Flux2Engine:
