@@ -37,7 +37,7 @@ def test_steps_out_of_range_per_frame_keeps_engine_usable(tiny_flux2_dir):
     f = np.zeros((32, 32, 3), np.uint8)
     with pytest.raises(EngineConfigError, match="steps = 12"):
         e.edit(f, prompt="x", steps=12)
-    assert e.edit(f, prompt="x", steps=1).shape == (32, 32, 3)  # still works afterwards
+    assert e.edit(f, prompt="x", steps=1).frame.shape == (32, 32, 3)  # still works afterwards
 
 
 def test_unknown_attention_backend(tiny_flux2_dir):
@@ -132,7 +132,7 @@ def test_hub_id_in_local_cache_loads(tiny_flux2_dir, tmp_path, monkeypatch):
     assert loader.resolve("fluxrt/tiny-klein") == repo / "snapshots" / commit
     e = create_engine("flux2", model="fluxrt/tiny-klein", models_dir=tmp_path, width=32, height=32, steps=1,
                       device="cpu")
-    assert e.edit(np.zeros((32, 32, 3), np.uint8), prompt="x").shape == (32, 32, 3)
+    assert e.edit(np.zeros((32, 32, 3), np.uint8), prompt="x").frame.shape == (32, 32, 3)
 
 
 def test_style_reference_from_file(tiny_flux2_dir, tmp_path):
@@ -146,7 +146,7 @@ def test_style_reference_from_file(tiny_flux2_dir, tmp_path):
 
     from_array = _make(tiny_flux2_dir, style_reference=cover_resize(style, 32, 32))
     f = np.full((32, 32, 3), 128, np.uint8)
-    assert np.array_equal(from_file.edit(f, prompt="x"), from_array.edit(f, prompt="x"))
+    assert np.array_equal(from_file.edit(f, prompt="x").numpy(), from_array.edit(f, prompt="x").numpy())
     with pytest.raises(EngineConfigError, match="not a readable image"):
         _make(tiny_flux2_dir, style_reference=tmp_path / "missing.png")
 

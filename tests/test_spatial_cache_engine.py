@@ -26,18 +26,23 @@ def test_same_frame_twice_is_exact_and_a_prompt_change_reruns_everything(tiny_fl
     eng = engine(tiny_flux2_dir)
     assert eng.spatial_cache is not None and eng.cache_settings["enabled"]
     f = textured()
-    first = eng.edit(f, prompt="a watercolor painting", seed=0)
-    assert eng.stats.cache["dense"] == 1.0 and eng.last_mask.shape == (H // 16, W // 16) and eng.last_mask.all()
-    second = eng.edit(f, prompt="a watercolor painting", seed=0)
-    assert np.array_equal(first, second)
-    assert eng.stats.cache["active_fraction"] == 0.0 and eng.stats.cache["flop_ratio"] == 0.0
-    assert not eng.last_mask.any()
+    r1 = eng.edit(f, prompt="a watercolor painting", seed=0)
+    assert r1.stats.cache["dense"] == 1.0 and r1.mask.shape == (H // 16, W // 16) and r1.mask.all()
+    first = r1.numpy()
+    r2 = eng.edit(f, prompt="a watercolor painting", seed=0)
+    assert np.array_equal(first, r2.numpy())
+    assert r2.stats.cache["active_fraction"] == 0.0 and r2.stats.cache["flop_ratio"] == 0.0
+    assert not r2.mask.any()
+    assert r1.mask.all()  # a result keeps its own mask: the next frame does not change it
 
-    other = eng.edit(f, prompt="pixel art", seed=0)
-    assert eng.stats.cache["dense"] == 1.0 and eng.last_mask.all() and "prompt" in eng.spatial_cache.last_reason
+    r3 = eng.edit(f, prompt="pixel art", seed=0)
+    assert r3.stats.cache["dense"] == 1.0 and r3.mask.all() and "prompt" in eng.spatial_cache.last_reason
+    other = r3.numpy()
     plain = engine(tiny_flux2_dir, cache={"enabled": False})
     assert plain.spatial_cache is None
-    assert np.abs(other.astype(int) - plain.edit(f, prompt="pixel art", seed=0).astype(int)).max() <= 1
+    r_plain = plain.edit(f, prompt="pixel art", seed=0)
+    assert r_plain.mask is None and r_plain.stats.cache == {}
+    assert np.abs(other.astype(int) - r_plain.numpy().astype(int)).max() <= 1
     assert not np.array_equal(other, first)
 
 
@@ -47,9 +52,11 @@ def test_a_local_change_recomputes_only_its_cells(tiny_flux2_dir):
     eng.edit(f, prompt="x")
     g = f.copy()
     g[16:32, 32:48] = 255 - g[16:32, 32:48]  # cell (1, 2)
-    eng.edit(g, prompt="x")
-    st = eng.stats.cache
-    assert st["dense"] == 0.0 and st["changed_cells"] == 1 and eng.last_mask.sum() == 1 and eng.last_mask[1, 2]
+    r = eng.edit(g, prompt="x")
+    st = r.stats.cache
+    assert st["dense"] == 0.0 and st["changed_cells"] == 1 and r.mask.sum() == 1 and r.mask[1, 2]
+    # the result's mask is what the cache recomputed: its active cells and nothing else
+    assert st["active_cells"] == r.mask.sum() and np.array_equal(r.mask, eng.spatial_cache.last_mask)
     assert 0 < st["flop_ratio"] < 0.5 and st["cache_bytes"] > 0
     # latents of the first frame equal the engine without cache (the dense path is the unpatched model)
     plain = engine(tiny_flux2_dir, cache=False)
@@ -94,24 +101,25 @@ def test_live_cache_settings_and_style_reference_changes(tiny_flux2_dir, tmp_pat
     g = frame.copy()
     g[16:32, 32:48] = 255 - g[16:32, 32:48]  # cell (1, 2): a big change
     g[:16, :16] = np.clip(g[:16, :16].astype(int) + 6, 0, 255)  # cell (0, 0): above the default tau 4, below 9
-    eng.edit(g, prompt="a")
-    st = eng.stats.cache
-    assert st["dense"] == 0.0 and st["changed_cells"] == 1 and eng.last_mask[1, 2]  # tau 9
+    r = eng.edit(g, prompt="a")
+    st = r.stats.cache
+    assert st["dense"] == 0.0 and st["changed_cells"] == 1 and r.mask[1, 2]  # tau 9
     assert st["active_cells"] - st["refreshed_cells"] == 1  # halo 0: the changed cell alone
     assert st["refreshed_cells"] >= 3  # refresh_period 5: a fifth of the 24 cells per frame (30: at most 1)
     eng.configure_cache({"enabled": False})
     assert eng.spatial_cache is None
-    dense = eng.edit(frame, prompt="a")
-    assert eng.stats.cache == {}
+    r = eng.edit(frame, prompt="a")
+    assert r.stats.cache == {} and r.mask is None
+    dense = r.numpy()
     with pytest.raises(EngineConfigError, match="tau"):
         eng.configure_cache({"tau": -1})
     style = tmp_path / "style.png"
     cv2.imwrite(str(style), np.full((H, W, 3), 200, np.uint8))
     eng.set_style_reference(style)
-    styled = eng.edit(frame, prompt="a")
+    styled = eng.edit(frame, prompt="a").numpy()
     assert not np.array_equal(styled, dense)  # the second reference changes the edit
     eng.set_style_reference(None)
-    assert np.array_equal(eng.edit(frame, prompt="a"), dense)
+    assert np.array_equal(eng.edit(frame, prompt="a").numpy(), dense)
     with pytest.raises(EngineConfigError, match="not a readable image"):
         eng.set_style_reference(tmp_path / "missing.png")
 

@@ -5,8 +5,11 @@ tokens; cached prompt embeddings; the denoise loop over a plan (noise, ids, step
 (shape, steps, seed); decode -> uint8. Numerically the same as `Flux2KleinPipeline` (and
 `Flux2KleinKVPipeline` for klein 9B-KV) on the same inputs; tests hold it to that.
 
-Extension point for the spatial cache: every transformer call goes through `Flux2Engine._velocity`, which gets
-all the transformer needs; everything fixed per (shape, steps, seed) is in `FramePlan` (`_plan`).
+Every transformer call goes through `Flux2Engine._velocity`, which gets all the transformer needs as
+arguments (the 9B-KV reference K/V too: a local of the denoise loop); everything fixed per (shape, steps,
+seed) is in `FramePlan` (`_plan`). With the spatial cache on, `_denoise` hands the cache the frame, its
+`CacheKey` and token layout before the first step and `_velocity` calls the cache instead of the
+transformer. `edit` returns an `EditResult`: the frame stays on the device, with the cache's mask.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.base import Engine, EngineStats
+from engine.base import EditResult, Engine, EngineStats, check_rgb_frame
 from engine.errors import EngineConfigError
 from engine.image import cover_resize
 from engine.flux2 import attention, loader
@@ -124,7 +127,6 @@ class Flux2Engine(Engine):
         self._compile = compile
         self.spatial_cache = (SpatialCache(self.transformer, settings, kv_reference=self.kv, compile=compile)
                               if settings.enabled else None)
-        self._cache_frame: tuple[np.ndarray, str, int, int, FramePlan] | None = None  # set by denoise per frame
         self.text = PromptCache(_to(components.text_encoder, None, dtype), components.tokenizer, device=device,
                                 dtype=dtype, offload=text_encoder_offload)
         if not text_encoder_offload:
@@ -157,8 +159,7 @@ class Flux2Engine(Engine):
 
             self.info["compile"] = compile_modules(compile_targets(self.transformer, self.vae))
         self._plans: OrderedDict[tuple[int, int], FramePlan] = OrderedDict()
-        self._kv_cache = None  # reference K/V of the current frame (klein 9B-KV)
-        self._pinned_in = self._pinned_out = None
+        self._pinned_in = None
         self._upload_done = None  # CUDA event after the last upload from _pinned_in (see _to_device)
         self._style = self._load_style(style_reference) if style_reference is not None else None
         self._style_version = 0
@@ -180,7 +181,6 @@ class Flux2Engine(Engine):
             return
         self.cache_settings = settings.as_dict()
         self.spatial_cache = None  # free the old buffers first
-        self.last_mask = None
         if settings.enabled:
             self.spatial_cache = SpatialCache(self.transformer, settings, kv_reference=self.kv, compile=self._compile)
 
@@ -255,37 +255,39 @@ class Flux2Engine(Engine):
         return pack(self.vae.encode(self._to_device(frame, staging)))
 
     def check_frame(self, frame: np.ndarray) -> None:
-        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-            desc = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
-            raise EngineConfigError(f"expected an RGB uint8 (H, W, 3) frame, got {desc}")
+        check_rgb_frame(frame)
         if frame.shape[:2] != (self.height, self.width):
             raise EngineConfigError(
                 f"frame is {frame.shape[1]}x{frame.shape[0]} but the engine runs at {self.width}x{self.height}; "
                 "resize frames to the engine's width x height first (the daemon does) or rebuild the engine")
 
     @torch.no_grad()
-    def edit(self, frame: np.ndarray, *, prompt: str, seed: int | None = None, steps: int | None = None) -> np.ndarray:
+    def edit(self, frame: np.ndarray, *, prompt: str, seed: int | None = None,
+             steps: int | None = None) -> EditResult:
         self.check_frame(frame)
         clock = _StageClock(self.device)
         clock.mark()
-        tokens = self._denoise(frame, prompt=prompt, seed=seed, steps=steps, clock=clock)
+        tokens, mask = self._denoise(frame, prompt=prompt, seed=seed, steps=steps, clock=clock)
         image = self.vae.decode(self._unpack(tokens))  # (1, 3, H, W) in [-1, 1]
         u8 = ((image.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0)
         clock.mark()
-        out = self._to_host(u8)  # the frame's one host sync
+        if self.device.type == "cuda":
+            # the frame's one host sync, for the stage times; the frame itself stays on the device
+            clock.marks[-1].synchronize()
         prepare, denoise, decode = clock.intervals_ms()
         self.stats = EngineStats(stages_ms={"prepare": prepare, "denoise": denoise, "decode": decode},
                                  cache=dict(self.spatial_cache.stats) if self.spatial_cache else {})
-        return out
+        return EditResult(u8.contiguous(), mask, self.stats)
 
     def denoise(self, frame: np.ndarray, *, prompt: str, seed: int | None = None, steps: int | None = None,
                 clock: _StageClock | None = None) -> torch.Tensor:
         """Prepare + denoise one frame; returns the final packed latent tokens (1, N, 128), normalised."""
         self.check_frame(frame)
-        return self._denoise(frame, prompt=prompt, seed=seed, steps=steps, clock=clock)
+        return self._denoise(frame, prompt=prompt, seed=seed, steps=steps, clock=clock)[0]
 
     def _denoise(self, frame: np.ndarray, *, prompt: str, seed: int | None, steps: int | None,
-                 clock: _StageClock | None) -> torch.Tensor:  # `denoise` for a frame already checked
+                 clock: _StageClock | None) -> tuple[torch.Tensor, np.ndarray | None]:
+        """`denoise` for a frame already checked; also returns the spatial cache's mask (None without one)."""
         steps = self.steps if steps is None else steps
         seed = self.seed if seed is None else seed
         check_steps(steps)
@@ -298,65 +300,59 @@ class Flux2Engine(Engine):
             ref_ids = self._style[1]
         if clock is not None:
             clock.mark()
-        self._cache_frame = (frame, prompt, seed, steps, plan)  # what the spatial cache's mask and key need
-        x = plan.noise
+        mask = self._begin_cached_frame(frame, prompt, seed, steps, plan, ref, txt, txt_ids, ref_ids)
+        x, kv = plan.noise, None  # kv: 9B-KV reference K/V, extracted at step 0 and reused by the later steps
         for i in range(steps):
-            v = self._velocity(i, x, ref, txt, plan.img_ids, ref_ids, txt_ids, plan.timesteps[i:i + 1])
+            v, kv = self._velocity(i, x, ref, txt, plan.img_ids, ref_ids, txt_ids, plan.timesteps[i:i + 1], kv)
             x = (x.to(torch.float32) + plan.dts[i] * v).to(v.dtype)  # Euler step, as the scheduler computes it
-        self._kv_cache = None
+        if self.spatial_cache is not None:
+            self.spatial_cache.end_frame()
         if clock is not None:
             clock.mark()
-        return x
+        return x, mask
+
+    def _begin_cached_frame(self, frame: np.ndarray, prompt: str, seed: int, steps: int, plan: FramePlan,
+                            ref: torch.Tensor, txt: torch.Tensor, txt_ids: torch.Tensor,
+                            ref_ids: torch.Tensor) -> np.ndarray | None:
+        """Tell the spatial cache (if any) this frame, its key and token layout; returns the cells it will
+        recompute. Everything the cache needs is an argument: no state is left on the engine."""
+        sc = self.spatial_cache
+        if sc is None:
+            return None
+        from engine.spatial_cache import CacheKey, TokenLayout
+
+        n = plan.noise.shape[1]
+        layout = TokenLayout(text=txt.shape[1], grid_h=self.height // 16, grid_w=self.width // 16, grid_refs=1,
+                             extra=ref.shape[1] - n)
+        style = None if self._style is None else f"style#{self._style_version}"
+        key = CacheKey(prompt, seed, steps, self.width, self.height, style)
+        return sc.begin_frame(frame, key, layout=layout, timesteps=plan.timesteps, txt_ids=txt_ids,
+                              img_ids=torch.cat([plan.img_ids, ref_ids], dim=0))
 
     def _velocity(self, step: int, x: torch.Tensor, ref: torch.Tensor | None, txt: torch.Tensor,
                   img_ids: torch.Tensor, ref_ids: torch.Tensor | None, txt_ids: torch.Tensor,
-                  timestep: torch.Tensor) -> torch.Tensor:
-        """Model velocity for the noise tokens at step `step`.
+                  timestep: torch.Tensor, kv: Any = None) -> tuple[torch.Tensor, Any]:
+        """Model velocity for the noise tokens at step `step`, and the 9B-KV reference K/V for the next step.
 
         x (1, N, 128) noise tokens; ref (1, M, 128) reference tokens (webcam [+ style]); txt (1, L, D) prompt
-        embeddings; img_ids (N, 4), ref_ids (M, 4), txt_ids (L, 4) position ids; timestep (1,) = t / 1000.
-        Returns (1, N, 128).
+        embeddings; img_ids (N, 4), ref_ids (M, 4), txt_ids (L, 4) position ids; timestep (1,) = t / 1000;
+        kv: what the previous step returned (None at step 0). Returns ((1, N, 128), kv).
         """
-        if self.spatial_cache is not None and ref is not None:
-            return self._cached_velocity(step, x, ref, txt, img_ids, ref_ids, txt_ids)
+        if self.spatial_cache is not None and ref is not None:  # the cache knows the frame (_begin_cached_frame)
+            return self.spatial_cache.step(step, torch.cat([x, ref], dim=1), txt), None
         tr, n = self.transformer, x.shape[1]
         common = dict(encoder_hidden_states=txt, timestep=timestep, txt_ids=txt_ids, guidance=None, return_dict=False)
         if ref is None:
-            return tr(hidden_states=x, img_ids=img_ids, **common)[0]
+            return tr(hidden_states=x, img_ids=img_ids, **common)[0], None
         if not self.kv:  # klein 4B / 9B: [noise, reference] every step, output sliced to the noise tokens
             out = tr(hidden_states=torch.cat([x, ref], dim=1), img_ids=torch.cat([img_ids, ref_ids], dim=0),
                      **common)[0]
-            return out[:, :n]
-        if step == 0 or self._kv_cache is None:  # 9B-KV: [reference, noise], reference K/V extracted
-            out, self._kv_cache = tr(hidden_states=torch.cat([ref, x], dim=1),
-                                     img_ids=torch.cat([ref_ids, img_ids], dim=0), kv_cache_mode="extract",
-                                     num_ref_tokens=ref.shape[1], **common)
-            return out
-        return tr(hidden_states=x, img_ids=img_ids, kv_cache=self._kv_cache, kv_cache_mode="cached", **common)[0]
-
-    def _cached_velocity(self, step: int, x: torch.Tensor, ref: torch.Tensor, txt: torch.Tensor,
-                         img_ids: torch.Tensor, ref_ids: torch.Tensor, txt_ids: torch.Tensor) -> torch.Tensor:
-        """`_velocity` through the spatial cache: only the rows of changed cells go through the transformer.
-        Step 0 decides the frame's active cells from the webcam frame; the last step records the frame."""
-        from engine.spatial_cache import CacheKey, TokenLayout
-
-        sc = self.spatial_cache
-        if self._cache_frame is None:
-            raise RuntimeError("the spatial cache needs the frame: call denoise()/edit(), not _velocity() alone")
-        frame, prompt, seed, steps, plan = self._cache_frame
-        if step == 0:
-            n = x.shape[1]
-            layout = TokenLayout(text=txt.shape[1], grid_h=self.height // 16, grid_w=self.width // 16, grid_refs=1,
-                                 extra=ref.shape[1] - n)
-            style = None if self._style is None else f"style#{self._style_version}"
-            key = CacheKey(prompt, seed, steps, self.width, self.height, style)
-            self.last_mask = sc.begin_frame(frame, key, layout=layout, timesteps=plan.timesteps, txt_ids=txt_ids,
-                                            img_ids=torch.cat([img_ids, ref_ids], dim=0))
-        v = sc.step(step, torch.cat([x, ref], dim=1), txt)
-        if step == steps - 1:
-            sc.end_frame()
-            self._cache_frame = None
-        return v
+            return out[:, :n], None
+        if step == 0 or kv is None:  # 9B-KV: [reference, noise], reference K/V extracted
+            out, kv = tr(hidden_states=torch.cat([ref, x], dim=1), img_ids=torch.cat([ref_ids, img_ids], dim=0),
+                         kv_cache_mode="extract", num_ref_tokens=ref.shape[1], **common)
+            return out, kv
+        return tr(hidden_states=x, img_ids=img_ids, kv_cache=kv, kv_cache_mode="cached", **common)[0], kv
 
     def _unpack(self, tokens: torch.Tensor) -> torch.Tensor:  # (1, N, 128) -> (1, 128, H/16, W/16)
         return unpack(tokens, self.height // 16, self.width // 16)
@@ -365,19 +361,10 @@ class Flux2Engine(Engine):
         """Final tokens -> (1, 32, H/8, W/8) VAE latents: what the pipeline returns for output_type='latent'."""
         return self.vae.raw_latents(self._unpack(tokens))
 
-    def _to_host(self, u8: torch.Tensor) -> np.ndarray:
-        if self.device.type != "cuda":
-            return u8.cpu().numpy().copy()
-        if self._pinned_out is None or self._pinned_out.shape != u8.shape:
-            self._pinned_out = torch.empty(u8.shape, dtype=torch.uint8, pin_memory=True)
-        self._pinned_out.copy_(u8, non_blocking=True)
-        torch.cuda.current_stream(self.device).synchronize()
-        return self._pinned_out.numpy().copy()
-
     def close(self) -> None:
         self._plans.clear()
         self.text.clear()
-        self._kv_cache = self._style = None
+        self._style = None
         for name in ("transformer", "vae", "text", "components", "spatial_cache"):
             setattr(self, name, None)
         if self.device.type == "cuda":
