@@ -60,6 +60,11 @@ def test_frame_mismatch(tiny_flux2_dir):
         e.edit(np.zeros((32, 32, 3), np.float32), prompt="x")
     with pytest.raises(EngineConfigError, match="RGB uint8"):
         e.edit(np.zeros((32, 32), np.uint8), prompt="x")
+    # the public denoise (latents only) rejects the same frames
+    with pytest.raises(EngineConfigError, match="frame is 48x32"):
+        e.denoise(np.zeros((32, 48, 3), np.uint8), prompt="x")
+    with pytest.raises(EngineConfigError, match="RGB uint8"):
+        e.denoise(np.zeros((32, 32, 3), np.float32), prompt="x")
 
 
 def test_wrong_folder(tmp_path):

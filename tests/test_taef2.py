@@ -74,14 +74,12 @@ def test_flux2_path_with_taef2_end_to_end(tiny_flux2_dir):
     eng = create_engine("flux2-tiny", tiny_dir=tiny_flux2_dir, width=96, height=64, steps=2, device="cpu",
                         vae="taef2", taef2_path=WEIGHTS)
     assert eng.info["vae"] == "taef2"
-    out = eng.edit(img, prompt="a watercolor painting", seed=0)
+    out = eng.edit(img, prompt="a watercolor painting", seed=0).numpy()
     assert out.shape == (64, 96, 3) and out.dtype == np.uint8 and out.std() > 1
     assert set(eng.stats.stages_ms) == {"prepare", "denoise", "decode"}
-    # the reference goes through TAEF2: its tokens are TAEF2's normalised latents of the frame
-    with torch.no_grad():
-        ref = eng._reference_tokens(img)
-        want = eng.vae.taef2.encode(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1)
-    assert torch.allclose(ref, want.flatten(2).transpose(1, 2), atol=1e-5)
+    # TAEF2 really encodes and decodes the frame: the engine with the full VAE makes another picture
+    full = create_engine("flux2-tiny", tiny_dir=tiny_flux2_dir, width=96, height=64, steps=2, device="cpu")
+    assert psnr(out, full.edit(img, prompt="a watercolor painting", seed=0).numpy()) < 30
 
 
 def test_patchify_round_trip():
@@ -146,4 +144,4 @@ def test_taef2_found_in_models_dir(tiny_flux2_dir, tmp_path, monkeypatch):
     assert find_weights(None, tmp_path) == tmp_path / "taef2"
     eng = create_engine("flux2-tiny", tiny_dir=tiny_flux2_dir, width=32, height=32, steps=1, device="cpu",
                         vae="taef2", models_dir=tmp_path)
-    assert eng.edit(np.zeros((32, 32, 3), np.uint8), prompt="x").shape == (32, 32, 3)
+    assert eng.edit(np.zeros((32, 32, 3), np.uint8), prompt="x").frame.shape == (32, 32, 3)
