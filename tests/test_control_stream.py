@@ -129,3 +129,17 @@ def test_picture_routes_follow_the_api_token_rule(source):
 def test_no_stream_no_picture_routes():
     http = TestClient(create_app(ControlState(load_config()), dict, None))
     assert http.get("/stream.mjpg").status_code == 404 and http.get("/frame.jpg").status_code == 404
+
+
+def test_cells_overlay_uses_the_mask_that_came_with_the_frame(channel, source):
+    source.start()
+    source.snapshot(False)  # start reading
+    mask = np.zeros(channel.mask_shape, bool)
+    mask[0, 0] = True
+    for i in range(5):
+        channel.write(solid(100), FrameMeta(i, time.monotonic(), group=i, mask=mask))
+        time.sleep(0.02)
+    wait_until(lambda: source.showing == "frames", timeout=5)
+    plain, tinted = decode(source.snapshot(False)), decode(source.snapshot(True))
+    redder = tinted[..., 0].astype(int) - plain[..., 0].astype(int) > 20
+    assert redder[:16, :16].mean() > 0.9 and redder[16:, 16:].mean() < 0.01
