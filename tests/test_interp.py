@@ -1,4 +1,5 @@
-"""Interpolators and their factory: loading, fallbacks, input checks, rounding, padding, timesteps."""
+"""Interpolators and their factory: loading, typed errors, tensors in and out, input checks, rounding, padding,
+timesteps. (What vcam puts in place of an unavailable interpolator: tests/test_supervision.py.)"""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from engine.image import psnr
-from engine.interp import create_interpolator
+from engine.interp import InterpolatorUnavailable, create_interpolator
 from engine.interp.base import timesteps
 from engine.interp.blend import BlendInterpolator
 from engine.interp.flow import FlowInterpolator
@@ -72,39 +73,39 @@ def test_real_checkpoints_load_strictly():
 @needs_weights
 def test_factory_lookup_order(tmp_path, monkeypatch):
     monkeypatch.setenv("FLUXRT_SHARED_MODELS", str(SHARED))
-    interp, note = create_interpolator("rife")
-    assert (interp.name, note) == ("rife-v4.25", None)  # v4.25 preferred when present
-    assert create_interpolator("auto")[0].name == "flow"  # CPU: flow, weights or not
+    assert create_interpolator("rife").name == "rife-v4.25"  # v4.25 preferred when present
+    assert create_interpolator("auto").name == "flow"  # CPU: flow, weights or not
     # a user's FluxRT folder in the models dir comes before the shared folder
     user = tmp_path / "models" / "interpolation_model"
     user.mkdir(parents=True)
     (user / "flownet.pkl").symlink_to(V3)
-    interp, note = create_interpolator("rife-v3-hd", models_dir=tmp_path / "models")
-    assert note is None and interp.source == user / "flownet.pkl"
+    interp = create_interpolator("rife-v3-hd", models_dir=tmp_path / "models")
+    assert interp.source == user / "flownet.pkl"
     # only v3 HD reachable: "rife" means v3 HD
     monkeypatch.setenv("FLUXRT_SHARED_MODELS", str(tmp_path / "empty"))
-    interp, note = create_interpolator("rife", models_dir=tmp_path / "models")
-    assert (interp.name, note) == ("rife-v3-hd", None)
+    assert create_interpolator("rife", models_dir=tmp_path / "models").name == "rife-v3-hd"
     # an explicit model_path (file or folder) wins over everything
-    interp, note = create_interpolator("rife", model_path=V4.parent, models_dir=tmp_path / "models")
-    assert (interp.name, interp.source, note) == ("rife-v4.25", V4, None)
+    interp = create_interpolator("rife", model_path=V4.parent, models_dir=tmp_path / "models")
+    assert (interp.name, interp.source) == ("rife-v4.25", V4)
 
 
 @needs_weights
-def test_explicit_path_of_the_other_version_falls_back_with_a_note():
-    interp, note = create_interpolator("rife-v4.25", model_path=V3)
-    assert interp.name == "flow" and "rife-v3-hd" in note and str(V3) in note
+def test_explicit_path_of_the_other_version_is_a_typed_error():
+    with pytest.raises(InterpolatorUnavailable) as e:
+        create_interpolator("rife-v4.25", model_path=V3)
+    assert e.value.method == "rife-v4.25" and "rife-v3-hd" in str(e.value) and str(V3) in str(e.value)
 
 
-# ---- fallbacks ---------------------------------------------------------------------------------
-def test_missing_weights_fall_back_to_flow_with_a_note(tmp_path, monkeypatch):
+# ---- unavailable weights: typed errors, never a silent substitute ------------------------------
+def test_missing_weights_are_a_typed_error_naming_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("FLUXRT_SHARED_MODELS", str(tmp_path / "nothing"))
     for method in ("rife", "rife-v4.25", "rife-v3-hd"):
-        interp, note = create_interpolator(method, models_dir=tmp_path / "models")
-        assert interp.name == "flow"
-        assert note and "no RIFE weights found" in note and str(tmp_path / "models") in note and "Fix:" in note
-    interp, note = create_interpolator("rife", model_path=tmp_path / "nope.pkl")
-    assert interp.name == "flow" and "does not exist" in note
+        with pytest.raises(InterpolatorUnavailable) as e:
+            create_interpolator(method, models_dir=tmp_path / "models")
+        msg = str(e.value)
+        assert "no RIFE weights found" in msg and str(tmp_path / "models") in msg and "Fix:" in msg
+    with pytest.raises(InterpolatorUnavailable, match="does not exist"):
+        create_interpolator("rife", model_path=tmp_path / "nope.pkl")
 
 
 def test_corrupt_checkpoint_falls_back_to_flow(tmp_path, monkeypatch):
@@ -114,8 +115,10 @@ def test_corrupt_checkpoint_falls_back_to_flow(tmp_path, monkeypatch):
     bad.write_bytes(b"PK\x03\x04 this is not a zip archive at all" * 10)
     with pytest.raises(CheckpointError, match="not a readable torch checkpoint"):
         load_state_dict(bad)
-    interp, note = create_interpolator("rife", models_dir=tmp_path / "models")
-    assert interp.name == "flow" and str(bad) in note and "not a readable torch checkpoint" in note
+    with pytest.raises(InterpolatorUnavailable) as e:
+        create_interpolator("rife", models_dir=tmp_path / "models")
+    assert str(bad) in str(e.value) and "not a readable torch checkpoint" in str(e.value)
+    assert isinstance(e.value.__cause__, CheckpointError)
 
 
 def test_truncated_real_checkpoint_is_corrupt(tmp_path):
@@ -124,8 +127,8 @@ def test_truncated_real_checkpoint_is_corrupt(tmp_path):
     torch.save(sd, good)
     cut = tmp_path / "cut.pkl"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    interp, note = create_interpolator("rife", model_path=cut)
-    assert interp.name == "flow" and "not a readable torch checkpoint" in note
+    with pytest.raises(InterpolatorUnavailable, match="not a readable torch checkpoint"):
+        create_interpolator("rife", model_path=cut)
 
 
 def test_unknown_architecture_is_a_clear_error(tmp_path):
@@ -133,8 +136,8 @@ def test_unknown_architecture_is_a_clear_error(tmp_path):
     torch.save({"conv1.weight": torch.zeros(8, 3, 3, 3), "fc.bias": torch.zeros(8)}, path)
     with pytest.raises(CheckpointError, match="unknown RIFE architecture"):
         load_state_dict(path)
-    interp, note = create_interpolator("rife", model_path=tmp_path)
-    assert interp.name == "flow" and "unknown RIFE architecture" in note
+    with pytest.raises(InterpolatorUnavailable, match="unknown RIFE architecture"):
+        create_interpolator("rife", model_path=tmp_path)
     torch.save([1, 2, 3], path)
     with pytest.raises(CheckpointError, match="not a state dict"):
         load_state_dict(path)
@@ -170,8 +173,8 @@ def test_factory_rejects_unknown_methods_and_devices():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA"):
             create_interpolator("rife", device="cuda")
-    assert create_interpolator("auto", device="cpu")[0].name == "flow"
-    assert create_interpolator("blend")[0].name == "blend"
+    assert create_interpolator("auto", device="cpu").name == "flow"
+    assert create_interpolator("blend").name == "blend"
 
 
 # ---- timesteps, factor, bad input --------------------------------------------------------------
@@ -185,10 +188,10 @@ def test_timesteps_and_empty_requests(pair):
     assert timesteps(1) == [] and timesteps(4) == [0.25, 0.5, 0.75]
     a, _, b = pair
     for interp in all_interpolators():
-        assert interp.interpolate(a, b, []) == []
+        assert interp.interpolate_numpy(a, b, []) == []
         for bad in ([0.0], [1.0], [0.5, 1.5], [-0.2]):
             with pytest.raises(ValueError, match="strictly between 0 and 1"):
-                interp.interpolate(a, b, bad)
+                interp.interpolate_numpy(a, b, bad)
 
 
 def _bad_inputs(a):
@@ -205,7 +208,7 @@ def test_bad_frames_are_clear_errors(pair, any_rife):
     for interp in all_interpolators(any_rife):
         for x, y, msg in _bad_inputs(a):
             with pytest.raises(ValueError, match=msg):
-                interp.interpolate(x, y, [0.5])
+                interp.interpolate_numpy(x, y, [0.5])
 
 
 # ---- rounding ----------------------------------------------------------------------------------
@@ -214,7 +217,7 @@ def test_to_uint8_rounds():
     assert got.tolist() == [10, 11, 12, 255, 0, 255]
     # blend: 10 -> 13 at t=1/4 is 10.75: rounding gives 11, truncation would give 10
     a, b = np.full((4, 4, 3), 10, np.uint8), np.full((4, 4, 3), 13, np.uint8)
-    assert BlendInterpolator().interpolate(a, b, [0.25])[0].max() == 11
+    assert BlendInterpolator().interpolate_numpy(a, b, [0.25])[0].max() == 11
 
 
 def test_identical_frames_come_back_exactly(any_rife):
@@ -224,11 +227,11 @@ def test_identical_frames_come_back_exactly(any_rife):
     for interp in all_interpolators(any_rife):
         for v in levels:
             f = np.full((8, 8, 3), v, np.uint8)
-            for out in interp.interpolate(f, f, [0.3, 0.5]):
+            for out in interp.interpolate_numpy(f, f, [0.3, 0.5]):
                 assert np.array_equal(out, f), (interp.name, v, int(np.abs(out.astype(int) - f).max()))
     ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :], 4, 0)  # every level, for the exact path
     frame = np.stack([ramp, ramp[:, ::-1], np.roll(ramp, 77, 1)], -1)
-    assert np.array_equal(BlendInterpolator().interpolate(frame, frame, [0.3])[0], frame)
+    assert np.array_equal(BlendInterpolator().interpolate_numpy(frame, frame, [0.3])[0], frame)
 
 
 def test_outputs_are_rounded_not_truncated(any_rife, pair):
@@ -236,12 +239,12 @@ def test_outputs_are_rounded_not_truncated(any_rife, pair):
     a, _, b = pair
     for interp in any_rife.values():
         f = interp.interpolate_float(a, b, [0.5]).float().clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255
-        out = interp.interpolate(a, b, [0.5])[0].astype(int)
+        out = interp.interpolate_numpy(a, b, [0.5])[0].astype(int)
         assert np.abs(out - np.rint(f)).max() <= 1 and np.mean(out == np.rint(f)) > 0.999, interp.name
         assert np.mean(out != np.floor(f)) > 0.2, interp.name
     flow = FlowInterpolator()
     f = flow.interpolate_float(a, b, [0.5])[0]
-    out = flow.interpolate(a, b, [0.5])[0].astype(int)
+    out = flow.interpolate_numpy(a, b, [0.5])[0].astype(int)
     assert np.array_equal(out, np.clip(np.rint(f), 0, 255)) and np.mean(out != np.floor(f)) > 0.2
 
 
@@ -254,7 +257,7 @@ def test_any_frame_size_is_padded_and_cropped_back(any_rife, shape):
     full = render(case, 0.0, 256)
     a = np.ascontiguousarray(full[:H, :W])
     for interp in all_interpolators(any_rife):
-        out = interp.interpolate(a, a, [0.5])[0]
+        out = interp.interpolate_numpy(a, a, [0.5])[0]
         assert out.shape == (H, W, 3) and out.dtype == np.uint8
         assert np.abs(out.astype(int) - a).mean() < 1.0, interp.name
 
@@ -264,28 +267,53 @@ def test_flow_handles_odd_sizes_without_weights():
     for H, W in ((97, 131), (5, 7), (1, 1)):
         a = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
         for interp in all_interpolators():
-            assert interp.interpolate(a, a, [0.5])[0].shape == (H, W, 3)
+            assert interp.interpolate_numpy(a, a, [0.5])[0].shape == (H, W, 3)
 
 
 def test_tensor_inputs_match_numpy(rife, pair):
     a, _, b = pair
     for interp in rife.values():
-        ref = interp.interpolate(a, b, [0.5])[0]
+        ref = interp.interpolate_numpy(a, b, [0.5])[0]
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
         got = interp.interpolate_tensors(ta, tb, [0.5])
         assert got.dtype == torch.uint8 and got.shape == (1, *a.shape) and got.device == interp.device
         assert np.array_equal(got[0].numpy(), ref)
         fa, fb = ta.permute(2, 0, 1).float() / 255, tb.permute(2, 0, 1).float() / 255  # (3, H, W) in [0, 1]
-        assert np.array_equal(interp.interpolate(fa, fb.unsqueeze(0), [0.5])[0], ref)
+        assert np.array_equal(interp.interpolate(fa, fb.unsqueeze(0), [0.5])[0].numpy(), ref)
         with pytest.raises(ValueError, match="float frame"):
             interp.interpolate(fa[:2], fb[:2], [0.5])
+
+
+def test_tensors_in_tensors_out_on_the_frames_device(any_rife, pair):
+    """The worker's path: uint8 (H, W, 3) tensors in, a list of such tensors out on the same device, the same
+    pixels as the host-array entry; strided views are fine; a host interpolator refuses numpy in `interpolate`."""
+    a, _, b = pair
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for interp in all_interpolators(any_rife):
+        ref = interp.interpolate_numpy(a, b, [0.25, 0.5])
+        for dev in devices:
+            if isinstance(interp, RifeInterpolator) and interp.device.type != torch.device(dev).type:
+                continue
+            ta, tb = torch.from_numpy(a).to(dev), torch.from_numpy(b).to(dev)
+            got = interp.interpolate(ta, tb, [0.25, 0.5])
+            assert len(got) == 2 and all(isinstance(g, torch.Tensor) for g in got), interp.name
+            for g, r in zip(got, ref):
+                assert g.dtype == torch.uint8 and g.shape == a.shape and g.device == ta.device, interp.name
+                assert np.array_equal(g.cpu().numpy(), r), interp.name
+        # a non-contiguous view (every other row of a taller frame) is read as the frame it shows
+        tall = torch.from_numpy(np.repeat(a, 2, axis=0))[::2]
+        assert not tall.is_contiguous()
+        assert np.array_equal(interp.interpolate(tall, torch.from_numpy(b), [0.5])[0].numpy(), ref[1]), interp.name
+    for host in all_interpolators():
+        with pytest.raises(ValueError, match="torch tensor"):
+            host.interpolate(a, b, [0.5])
 
 
 def test_v4_batches_timesteps_like_single_calls(rife, pair):
     a, _, b = pair
     v4 = rife["rife-v4.25"]
-    together = v4.interpolate(a, b, [0.2, 0.5, 0.9])
-    alone = [v4.interpolate(a, b, [t])[0] for t in (0.2, 0.5, 0.9)]
+    together = v4.interpolate_numpy(a, b, [0.2, 0.5, 0.9])
+    alone = [v4.interpolate_numpy(a, b, [t])[0] for t in (0.2, 0.5, 0.9)]
     for x, y in zip(together, alone):
         assert np.abs(x.astype(int) - y).max() <= 1
 
@@ -296,11 +324,11 @@ def test_v3_bisects_and_shares_midpoints(rife, pair, monkeypatch):
     calls = []
     forward = v3.net.forward
     monkeypatch.setattr(v3.net, "forward", lambda *x, **k: calls.append(1) or forward(*x, **k))
-    out = v3.interpolate(a, b, timesteps(4))
+    out = v3.interpolate_numpy(a, b, timesteps(4))
     assert len(calls) == 3  # 1/2, then 1/4 and 3/4 from it
-    assert np.array_equal(out[1], v3.interpolate(a, b, [0.5])[0])
+    assert np.array_equal(out[1], v3.interpolate_numpy(a, b, [0.5])[0])
     calls.clear()
-    third = v3.interpolate(a, b, [1 / 3])[0]  # not dyadic: bisect to 1/16, blend the two around it
+    third = v3.interpolate_numpy(a, b, [1 / 3])[0]  # not dyadic: bisect to 1/16, blend the two around it
     assert len(calls) == v3.bisect_depth
     assert third.shape == a.shape
     assert psnr(third, render(next(c for c in CASES if c.name == "static-translate-rotate"), 1 / 3, 128)) > 30
@@ -312,7 +340,7 @@ def test_fp16_path_matches_fp32(rife, pair):
     for arch, path in (("rife-v4.25", V4), ("rife-v3-hd", V3)):
         half = RifeInterpolator.from_checkpoint(path, dtype=torch.float16)
         assert half.dtype == torch.float16
-        x, y = half.interpolate(a, b, [0.5])[0], rife[arch].interpolate(a, b, [0.5])[0]
+        x, y = half.interpolate_numpy(a, b, [0.5])[0], rife[arch].interpolate_numpy(a, b, [0.5])[0]
         assert psnr(x, y) > 40, arch
 
 
@@ -329,8 +357,8 @@ def test_factory_copy_of_weights_into_models_dir(tmp_path, monkeypatch):
     target = tmp_path / "models" / "rife-v4.25" / "flownet.pkl"
     target.parent.mkdir(parents=True)
     torch.save(IFNetV425().state_dict(), target)
-    interp, note = create_interpolator("rife", models_dir=tmp_path / "models")
-    assert (interp.name, interp.source, note) == ("rife-v4.25", target, None)
+    interp = create_interpolator("rife", models_dir=tmp_path / "models")
+    assert (interp.name, interp.source) == ("rife-v4.25", target)
 
 
 def test_views_and_read_only_frames_are_accepted(any_rife, pair):
@@ -340,8 +368,8 @@ def test_views_and_read_only_frames_are_accepted(any_rife, pair):
     ro_a.setflags(write=False)
     ro_b.setflags(write=False)
     for interp in all_interpolators(any_rife):
-        ref = interp.interpolate(a, b, [0.5])[0]
-        assert np.array_equal(interp.interpolate(ro_a, ro_b, [0.5])[0], ref), interp.name
-        flipped = interp.interpolate(a[..., ::-1], b[..., ::-1], [0.5])[0]
+        ref = interp.interpolate_numpy(a, b, [0.5])[0]
+        assert np.array_equal(interp.interpolate_numpy(ro_a, ro_b, [0.5])[0], ref), interp.name
+        flipped = interp.interpolate_numpy(a[..., ::-1], b[..., ::-1], [0.5])[0]
         # the same scene in BGR order: as good as in RGB (flow sees other grey levels, RIFE other channels)
         assert flipped.shape == a.shape and psnr(flipped[..., ::-1], truth) > psnr(ref, truth) - 1.5, interp.name

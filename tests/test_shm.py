@@ -146,3 +146,31 @@ def test_too_little_shared_memory_is_refused_with_the_fix(tmp_path):
     check_space(1, "input")  # fits
     with pytest.raises(ChannelError, match=r"output frame channel needs .* MB .*--shm-size"):
         check_space(10**18, "output")
+
+
+def test_writing_in_place_publishes_on_exit_and_nothing_on_error(channel):
+    ch = channel(3)
+    reader = FrameChannel.attach(ch.spec)
+    try:
+        with ch.writing(FrameMeta(7, 1.0, prompt_version=2)) as slot:
+            assert slot.shape == (H, W, 3) and slot.dtype == np.uint8 and slot.flags.writeable
+            assert reader.read_latest() is None  # not published while it is being filled
+            slot[...] = pattern(7)
+        frame, meta = reader.read_latest()
+        assert np.array_equal(frame, pattern(7)) and (meta.frame_id, meta.prompt_version) == (7, 2)
+        with pytest.raises(RuntimeError):
+            with ch.writing(FrameMeta(8, 2.0)) as slot:
+                slot[...] = 0
+                raise RuntimeError("the copy failed")
+        assert ch.written == 1 and reader.read_latest() is None  # the half-written frame was never published
+        ch.write(pattern(9), FrameMeta(9, 3.0))
+        frame, meta = reader.read_latest()
+        assert meta.frame_id == 9 and np.array_equal(frame, pattern(9))
+    finally:
+        reader.close()
+
+
+def test_shm_imports_without_torch():
+    """The output process and the supervisor read channels without paying for torch."""
+    code = "import sys, vcam.shm; assert 'torch' not in sys.modules, 'vcam.shm imported torch'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -1,18 +1,29 @@
-"""Supervisor behaviour beyond a single restart: backoff, tracebacks; and the recording sink."""
+"""Supervisor behaviour beyond a single restart: backoff, tracebacks; the recording sink; the inference worker's
+frame path into a real OUTPUT channel; the fallback policy (vcam/fallbacks.py) and its README table."""
 import multiprocessing as mp
 import os
 import signal
 import time
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
+import torch
+
+from engine import EditResult, Engine, EngineStats, PassthroughEngine
+from engine.interp.base import Interpolator
 
 from tests.daemon_helpers import daemon_config, wait_until
 from vcam.supervisor.child import Links, run_child
 from vcam.daemon import Daemon
 from vcam.messages import ChildError
-from vcam.shm import ChannelSpec, Doorbell
+from vcam.fallbacks import (INTERP_RETRY_GROUPS, POLICY, GuardedInterpolator, build_engine, build_interpolator,
+                            policy_markdown)
+from vcam.inference.worker import InferenceWorker
+from vcam.messages import Settings
+from vcam.shm import ChannelSpec, Doorbell, FrameChannel, FrameMeta
 from vcam.output.sinks.recorder import RecorderSink
 
 
@@ -81,3 +92,110 @@ def test_recorder_bad_path_is_reported_not_raised(tmp_path):
     rec.send(np.zeros((48, 64, 3), np.uint8))
     rec.close()
     assert rec.status["frames"] == 0 and "cannot record to" in rec.status["error"]
+
+
+# ---- the inference worker's frame path ---------------------------------------------------------
+class _MaskEngine(Engine):
+    """Edits nothing, but reports a recomputed-cells mask the way a cached engine does."""
+
+    name = "mask"
+
+    def edit(self, frame, *, prompt, seed=None, steps=None):
+        mask = np.zeros((frame.shape[0] // 16, frame.shape[1] // 16), bool)
+        mask[1, 2] = True
+        return EditResult(torch.from_numpy(frame), mask, EngineStats())
+
+
+@pytest.fixture
+def worker(tmp_path):
+    cfg = daemon_config(tmp_path / "camera.log")
+    ctx = mp.get_context("spawn")
+    w_, h_ = cfg.engine.width, cfg.engine.height
+    inp, out = FrameChannel.create("test-in", w_, h_, 2), FrameChannel.create("test-out", w_, h_, 8)
+    links = Links(inp.spec, Doorbell(ctx), out.spec, Doorbell(ctx), ctx.Queue(), ctx.Queue())
+    w = InferenceWorker(cfg, links)
+    reader = FrameChannel.attach(out.spec)
+    yield w, reader, (h_, w_, 3)
+    for ch in (reader, w.input, w.output, inp, out):
+        ch.close()
+
+
+def test_worker_writes_each_group_whole_into_the_output_channel(worker):
+    """Engine frame -> interpolator -> one copy per frame into OUTPUT: factor 3 gives two blended frames, then
+    the engine frame, each slot holding the right pixels, group numbers and the engine's mask."""
+    w, reader, shape = worker
+    w.engine = _MaskEngine()
+    w.apply(Settings(4, "x", 0, 2, interpolation={"method": "blend", "factor": 3}))
+    w.process(np.full(shape, 30, np.uint8), FrameMeta(1, 1.0))
+    w.process(np.full(shape, 90, np.uint8), FrameMeta(2, 2.0))
+    got, lost = reader.read_new()
+    assert lost == 0 and len(got) == 4
+    frames, metas = [f for f, _ in got], [m for _, m in got]
+    assert [(m.frame_id, m.group, m.index, m.count) for m in metas] == [(1, 1, 0, 1), (2, 2, 0, 3), (2, 2, 1, 3),
+                                                                        (2, 2, 2, 3)]
+    assert [int(f.min()) for f in frames] == [30, 50, 70, 90] and all(f.min() == f.max() for f in frames)
+    assert all(m.prompt_version == 4 and m.mask is not None and m.mask.sum() == 1 and m.mask[1, 2] for m in metas)
+    st = w.status()
+    assert st["frames"] == 2 and st["interpolator"] == "blend" and st["host_copy"] == "cpu"
+    w.apply(Settings(5, "x", 0, 2, mode="passthrough", interpolation={"method": "blend", "factor": 3}))
+    w.process(np.full(shape, 120, np.uint8), FrameMeta(3, 3.0))
+    got, _ = reader.read_new()
+    assert [m.mask for _, m in got] == [None] * 3  # no engine ran: no mask
+
+
+# ---- the fallback policy -----------------------------------------------------------------------
+class _Flaky(Interpolator):
+    name = "flaky"
+
+    def __init__(self, fail: int):
+        self.fail, self.calls = fail, 0
+
+    def interpolate(self, a, b, ts):
+        self.calls += 1
+        if self.calls <= self.fail:
+            raise RuntimeError("CUDA out of memory")
+        return [torch.zeros_like(a) for _ in ts]
+
+
+def test_a_transient_interpolator_error_blends_one_stretch_then_retries():
+    g = GuardedInterpolator(_Flaky(fail=1), note="built with a note")
+    a, b = torch.full((16, 16, 3), 10, dtype=torch.uint8), torch.full((16, 16, 3), 30, dtype=torch.uint8)
+    assert [int(f[0, 0, 0]) for f in g.interpolate(a, b, [0.5])] == [20]  # failed: blend for this group
+    assert g.errors == 1 and "flaky failed" in g.note and "CUDA out of memory" in g.last_error
+    for _ in range(INTERP_RETRY_GROUPS):
+        assert int(g.interpolate(a, b, [0.5])[0][0, 0, 0]) == 20
+    assert g.interp.calls == 1  # not tried while backing off
+    assert int(g.interpolate(a, b, [0.5])[0][0, 0, 0]) == 0  # tried again, and it works: not demoted
+    assert g.name == "flaky" and g.errors == 1 and g.note == "built with a note"
+
+
+def test_missing_rife_weights_fall_back_to_flow_and_say_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLUXRT_SHARED_MODELS", str(tmp_path / "nothing"))
+    interp, note = build_interpolator("rife", 2, None, "cpu", tmp_path / "models")
+    assert interp.name == "flow" and note.startswith("interpolation: using flow instead of rife: no RIFE weights")
+    assert "Fix:" in note and str(tmp_path / "models") in note
+    assert build_interpolator("rife", 1, None, "cpu", tmp_path) == (None, None)  # factor 1: no interpolation
+
+    def broken(*a, **k):
+        raise RuntimeError("no OpenCV")
+
+    monkeypatch.setattr("engine.interp.create_interpolator", broken)
+    interp, note = build_interpolator("flow", 2, None, "cpu", tmp_path)
+    assert interp.name == "blend" and note == "interpolator failed (no OpenCV); using blend"
+
+
+def test_an_engine_that_cannot_start_passes_frames_through(tmp_path):
+    cfg = daemon_config(tmp_path / "camera.log", **{"engine.name": "flux2", "engine.models_dir": str(tmp_path),
+                                                     "engine.model": "FLUX.2-klein-4B"})
+    built = build_engine(cfg)
+    assert isinstance(built.engine, PassthroughEngine) and built.note is None
+    assert built.error.startswith("engine flux2 failed to start: ") and "frames pass through unedited" in built.error
+    assert str(tmp_path) in built.error  # the real cause (no weights in models_dir), named
+
+
+def test_readme_table_is_the_code_policy():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## When something fails", 1)[1].split("\n## ", 1)[0]
+    assert policy_markdown() in section, "README's table differs from vcam/fallbacks.py POLICY: paste policy_markdown()"
+    for row in POLICY.values():  # every row says all four things
+        assert all((row.failure, row.replacement, row.status, row.recovery))

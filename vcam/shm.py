@@ -12,6 +12,10 @@ Ordering: the seqlock relies on stores becoming visible in program order, which 
 weakly ordered CPUs (ARM, Apple silicon) a torn copy is still caught only when the sequence word is
 reordered too - a known limit of doing this from Python without barriers.
 
+Writing in place: `writing(meta)` yields the next slot's frame array, so a producer can copy straight
+into shared memory (the inference process copies GPU frames there, see vcam/inference/host_copy.py);
+`write(frame, meta)` is the same for a frame already on the host. This module never imports torch.
+
 One owner: the supervisor creates and unlinks segments (`FrameChannel.create`), children only
 `attach`, so a child that dies, even by kill -9, leaves nothing behind.
 """
@@ -20,6 +24,8 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
@@ -175,13 +181,22 @@ class FrameChannel:
     # ---- writer ----------------------------------------------------------------------------------
     def write(self, frame: np.ndarray, meta: FrameMeta) -> int:
         """Publish `frame`; never blocks. Returns the frame's count (its position in the stream)."""
-        if frame.shape != self.frame_shape:
-            raise ValueError(f"frame shape {frame.shape} does not match channel {self.frame_shape}")
+        if tuple(frame.shape) != self.frame_shape:
+            raise ValueError(f"frame shape {tuple(frame.shape)} does not match channel {self.frame_shape}")
+        with self.writing(meta) as dst:
+            np.copyto(dst, frame)
+        return self.written - 1
+
+    @contextmanager
+    def writing(self, meta: FrameMeta) -> Iterator[np.ndarray]:
+        """Yield the next slot's frame array (uint8 (H, W, 3)) to fill in place; publish it with `meta` on
+        exit. Never blocks. Readers skip the slot while it is being filled; if the block raises, nothing is
+        published and the next write reuses the slot."""
         count = int(self._count[0])
         slot = count % self.spec.slots
         m = self._meta[slot]
         m["seq"] = 2 * count + 1  # writing
-        np.copyto(self._frames[slot], frame)
+        yield self._frames[slot]
         m["frame_id"], m["capture_ts"], m["prompt_version"] = meta.frame_id, meta.capture_ts, meta.prompt_version
         m["group"], m["index"], m["count"] = meta.group, meta.index, meta.count
         has_mask = meta.mask is not None and meta.mask.shape == self.mask_shape
@@ -191,7 +206,11 @@ class FrameChannel:
         m["engine_interval"], m["write_ts"] = meta.engine_interval, time.monotonic()
         m["seq"] = 2 * count + 2  # complete
         self._count[0] = count + 1
-        return count
+
+    def segment(self) -> np.ndarray:
+        """The whole shared-memory segment as a uint8 array: for registering it with a GPU driver once
+        (page-locked copies straight into the slots)."""
+        return np.ndarray((self._shm.size,), np.uint8, self._shm.buf, 0)
 
     # ---- reader ----------------------------------------------------------------------------------
     @property

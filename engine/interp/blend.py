@@ -5,14 +5,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.interp.base import Interpolator
+from engine.interp.base import HostInterpolator
 from engine.interp.frames import check_pair, check_timesteps, to_uint8
 
 
-class BlendInterpolator(Interpolator):
+class BlendInterpolator(HostInterpolator):
     name = "blend"
 
-    def interpolate(self, a: np.ndarray, b: np.ndarray, ts: Sequence[float]) -> list[np.ndarray]:
+    def interpolate_numpy(self, a: np.ndarray, b: np.ndarray, ts: Sequence[float]) -> list[np.ndarray]:
         ts = check_timesteps(ts)
         check_pair(a, b)
         af, bf = a.astype(np.float32), b.astype(np.float32)

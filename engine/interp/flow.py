@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from engine.interp.base import Interpolator
+from engine.interp.base import HostInterpolator
 from engine.interp.frames import check_pair, check_timesteps, to_uint8
 
 PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -59,7 +59,7 @@ def _splat(values: np.ndarray, weight: np.ndarray, disp: np.ndarray, gx: np.ndar
     return np.stack(sums, -1).reshape(H, W, C + 1).astype(np.float32)
 
 
-class FlowInterpolator(Interpolator):
+class FlowInterpolator(HostInterpolator):
     """DIS optical flow + splatted flows + occlusion-aware blend. CPU (OpenCV); no weights."""
 
     name = "flow"
@@ -94,7 +94,7 @@ class FlowInterpolator(Interpolator):
         fb = cv2.magnitude(d[..., 0], d[..., 1]) * (1.0 / self.sigma_fb)
         return np.exp(-np.minimum(photo + fb, 30.0))
 
-    def interpolate(self, a: np.ndarray, b: np.ndarray, ts: Sequence[float]) -> list[np.ndarray]:
+    def interpolate_numpy(self, a: np.ndarray, b: np.ndarray, ts: Sequence[float]) -> list[np.ndarray]:
         return [to_uint8(x) for x in self.interpolate_float(a, b, ts)]
 
     def interpolate_float(self, a: np.ndarray, b: np.ndarray, ts: Sequence[float]) -> list[np.ndarray]:

@@ -318,8 +318,9 @@ def _flush_denormals(enabled: bool) -> Iterator[None]:
 
 
 class RifeInterpolator(Interpolator):
-    """RIFE on any device: fp16 on CUDA, fp32 elsewhere. Frames may be numpy uint8 (H, W, 3) or torch
-    tensors already on the device: uint8 (H, W, 3) or float (3, H, W) / (1, 3, H, W) RGB in [0, 1]."""
+    """RIFE on any device: fp16 on CUDA, fp32 elsewhere. Frames are torch tensors, best already on the
+    model's device: uint8 (H, W, 3) or float (3, H, W) / (1, 3, H, W) RGB in [0, 1]; the batch is built
+    from them on the device. numpy uint8 (H, W, 3) frames are accepted too (uploaded once)."""
 
     def __init__(self, net: nn.Module, arch: Arch, *, device: str | torch.device = "cpu",
                  dtype: torch.dtype | None = None, source: Path | None = None, scale: float = 1.0,
@@ -396,9 +397,11 @@ class RifeInterpolator(Interpolator):
         out = self.interpolate_float(a, b, ts).float().clamp_(0, 1).mul_(255).round_()  # round: truncation costs ~1 dB
         return out.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
-    def interpolate(self, a: Any, b: Any, ts: Sequence[float]) -> list[np.ndarray]:
-        frames = self.interpolate_tensors(a, b, ts).cpu().numpy()
-        return list(frames)
+    def interpolate(self, a: Tensor, b: Tensor, ts: Sequence[float]) -> list[Tensor]:
+        """In-between frames on a's device (the CPU for a numpy array); no host copy when the
+        frames already live on the model's device."""
+        where = a.device if isinstance(a, Tensor) else torch.device("cpu")
+        return list(self.interpolate_tensors(a, b, ts).to(where).unbind(0))
 
     def _v4(self, p0: Tensor, p1: Tensor, ts: list[float]) -> Tensor:
         t = torch.tensor(ts, device=self.device, dtype=self.dtype).view(-1, 1, 1, 1)

@@ -28,8 +28,10 @@ def auto_engine(engine_cfg) -> tuple[str, str]:
     weights = has_klein(engine_cfg.models_dir, engine_cfg.model)
     if cuda and weights:
         return "flux2", f"CUDA and {engine_cfg.model} found"
+    from vcam.fallbacks import status_text
+
     why = "no CUDA device" if not cuda else f"no weights for {engine_cfg.model} (fluxrt-cam models download klein-4b)"
-    return "flux2-tiny", f"{why}: using the tiny random-weight model"
+    return "flux2-tiny", status_text("auto_engine", why=why)  # the fallback policy's row and wording
 
 
 def engine_options(cfg) -> dict:

@@ -11,10 +11,12 @@ from typing import Any
 import numpy as np
 import pyvirtualcam
 
+from vcam.fallbacks import CAMERA_RETRY_S
+
 log = logging.getLogger(__name__)
 
 SYSFS_VIDEO = Path("/sys/class/video4linux")
-RETRY_S = 5.0
+RETRY_S = CAMERA_RETRY_S  # vcam/fallbacks.py POLICY["virtual_camera"]
 
 
 def modprobe_command(label: str, video_nr: int = 10) -> str:
