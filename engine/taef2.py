@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.errors import EngineConfigError
+from engine.options import DEFAULT_MODELS_DIR
 
 ENCODER_FILE, DECODER_FILE = "taef2_encoder.pth", "taef2_decoder.pth"
 
@@ -135,7 +136,7 @@ class TAEF2(nn.Module):
 
 def find_weights(path: str | Path | None = None, models_dir: str | Path | None = None) -> Path:
     """The folder with both TAEF2 files: `path` (folder or a file in it) when given, else $FLUXRT_TAEF2,
-    <models_dir>/taef2 (where `fluxrt-cam models download taef2` puts them), ~/.cache/fluxrt/models/taef2."""
+    <models_dir>/taef2 (where `fluxrt-cam models download taef2` puts them), DEFAULT_MODELS_DIR/taef2."""
     candidates: list[Path] = []
     if path is not None:
         p = Path(path).expanduser()
@@ -145,7 +146,7 @@ def find_weights(path: str | Path | None = None, models_dir: str | Path | None =
             candidates.append(Path(os.environ["FLUXRT_TAEF2"]).expanduser())
         if models_dir is not None:
             candidates.append(Path(models_dir).expanduser() / "taef2")
-        candidates.append(Path("~/.cache/fluxrt/models/taef2").expanduser())
+        candidates.append((DEFAULT_MODELS_DIR / "taef2").expanduser())
     for c in candidates:
         if (c / ENCODER_FILE).is_file() and (c / DECODER_FILE).is_file():
             return c

@@ -149,7 +149,7 @@ def test_registry_builds_flux2_tiny(tiny_flux2_dir):
     e = create_engine("flux2-tiny", tiny_dir=tiny_flux2_dir, width=32, height=48, steps=1, device="auto",
                       dtype="auto", cache={"enabled": True, "tau": 6.0, "halo": 1, "refresh_period": 30, "rho": 0.9})
     assert e.name == "flux2-tiny" and e.info["device"] == "cpu" and e.info["dtype"] == "float32"
-    assert e.cache_settings["tau"] == 6.0
+    assert e.cache_settings.tau == 6.0
     out = e.edit(_frame(0, 32, 48), prompt="x")
     assert out.frame.shape == (48, 32, 3) and out.mask.shape == (3, 2)
     e.close()

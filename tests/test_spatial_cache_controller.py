@@ -9,8 +9,9 @@ import pytest
 import torch
 from diffusers.models.transformers.transformer_flux2 import Flux2Transformer2DModel
 
-from engine.spatial_cache import CacheKey, CacheSettings, SpatialCache, TokenLayout, flop_counter
-from vcam.tools.bench.cache import CellTokens, klein_ids
+from engine.flux2.latents import image_ids
+from engine.flux2.text import text_ids
+from engine.spatial_cache import CacheKey, CacheOptions, SpatialCache, TokenLayout, flop_counter
 
 CIN, JOINT, TEXT, EXTRA = 16, 32, 16, 6
 
@@ -20,13 +21,21 @@ def _seeded(text: str, *shape: int) -> torch.Tensor:
     return torch.randn(*shape, generator=g)
 
 
+def cell_tokens(frame: np.ndarray, channels: int = CIN) -> torch.Tensor:
+    """Reference tokens from pixels, a stand-in for VAE encode + patchify with the same locality: each 16x16x3 cell
+    through a fixed random projection, so a change in a cell changes exactly that cell's token. [1, cells, C]"""
+    proj = torch.randn(16 * 16 * 3, channels, generator=torch.Generator().manual_seed(0)) / (16 * 16 * 3) ** 0.5
+    h, w = frame.shape[0] // 16, frame.shape[1] // 16
+    cells = torch.from_numpy(frame).float().div(127.5).sub(1.0).reshape(h, 16, w, 16, 3).permute(0, 2, 1, 3, 4)
+    return (cells.reshape(h * w, -1) @ proj)[None]
+
+
 class ToyEditor:
     """The per-frame work of an editing engine, minus the VAE and text encoder."""
 
-    def __init__(self, model: Flux2Transformer2DModel, settings: CacheSettings | None) -> None:
+    def __init__(self, model: Flux2Transformer2DModel, settings: CacheOptions | None) -> None:
         self.model = model
         self.cache = SpatialCache(model, settings) if settings is not None else None
-        self.tokens = CellTokens(CIN)
         self.velocities: list[torch.Tensor] = []
 
     def edit(self, frame: np.ndarray, prompt: str = "watercolor", seed: int = 0, steps: int = 2,
@@ -34,8 +43,8 @@ class ToyEditor:
         gh, gw = frame.shape[0] // 16, frame.shape[1] // 16
         extra = EXTRA if reference else 0
         layout = TokenLayout(TEXT, gh, gw, grid_refs=1, extra=extra)
-        txt_ids, img_ids = klein_ids(gh, gw, TEXT)
-        refs = self.tokens(frame)
+        txt_ids, img_ids = text_ids(TEXT), image_ids(gh, gw)
+        refs = cell_tokens(frame)
         if reference:  # a fixed style reference: second reference image, T = 20
             refs = torch.cat([refs, _seeded(reference, 1, extra, CIN)], 1)
             style_ids = torch.cartesian_prod(torch.tensor([20]), torch.tensor([0]), torch.arange(extra), torch.tensor([0]))
@@ -100,7 +109,7 @@ def check_equals_unpatched(model, cached: ToyEditor, out: torch.Tensor, f: np.nd
 
 @pytest.mark.timeout(60)
 def test_all_active_equals_unpatched_at_every_step_and_same_frame_twice_is_exact_and_free(model):
-    ed = ToyEditor(model, CacheSettings())
+    ed = ToyEditor(model, CacheOptions())
     f = frame()
     first = ed.edit(f)
     assert ed.cache.stats["dense"] == 1.0 and ed.cache.last_mask.all()
@@ -114,7 +123,7 @@ def test_all_active_equals_unpatched_at_every_step_and_same_frame_twice_is_exact
 
 @pytest.mark.timeout(60)
 def test_executed_flops_follow_the_active_fraction(model):
-    settings = CacheSettings(halo=0, refresh_period=30)
+    settings = CacheOptions(halo=0, refresh_period=30)
     f0 = frame()
     dense_flops, _ = counted(lambda: ToyEditor(model, None).edit(f0))
     for cells, bound in (([(1, 1), (1, 2), (5, 5), (6, 2), (3, 7), (7, 0)], 0.20), ([(r, c) for r in range(8) for c in range(4)], 0.60)):
@@ -132,7 +141,7 @@ def test_executed_flops_follow_the_active_fraction(model):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("change", ["prompt", "seed", "steps", "resolution", "reference"])
 def test_each_key_change_recomputes_everything(model, change):
-    ed = ToyEditor(model, CacheSettings())
+    ed = ToyEditor(model, CacheOptions())
     f = frame()
     ed.edit(f, reference="style-a")
     ed.edit(f, reference="style-a")
@@ -158,7 +167,7 @@ def test_each_key_change_recomputes_everything(model, change):
 
 @pytest.mark.timeout(60)
 def test_active_fraction_above_rho_runs_dense(model):
-    ed = ToyEditor(model, CacheSettings(rho=0.5))
+    ed = ToyEditor(model, CacheOptions(rho=0.5))
     f0, f1 = frame(0), frame(1)
     ed.edit(f0)
     out = ed.edit(f1)

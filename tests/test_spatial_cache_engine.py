@@ -24,7 +24,7 @@ def engine(folder, cache=None, **kw):
 
 def test_same_frame_twice_is_exact_and_a_prompt_change_reruns_everything(tiny_flux2_dir):
     eng = engine(tiny_flux2_dir)
-    assert eng.spatial_cache is not None and eng.cache_settings["enabled"]
+    assert eng.spatial_cache is not None and eng.cache_settings.enabled
     f = textured()
     r1 = eng.edit(f, prompt="a watercolor painting", seed=0)
     assert r1.stats.cache["dense"] == 1.0 and r1.mask.shape == (H // 16, W // 16) and r1.mask.all()
@@ -92,7 +92,7 @@ def test_live_cache_settings_and_style_reference_changes(tiny_flux2_dir, tmp_pat
     frame = textured()
     eng.edit(frame, prompt="a")
     first = eng.spatial_cache
-    eng.configure_cache(dict(first.settings.as_dict()))  # unchanged: the warm cache is kept
+    eng.configure_cache(first.settings.model_dump())  # unchanged: the warm cache is kept
     assert eng.spatial_cache is first
     eng.configure_cache({"enabled": True, "tau": 9.0, "halo": 0, "refresh_period": 5, "rho": 0.5})
     assert eng.spatial_cache is not first and eng.spatial_cache.settings.tau == 9.0

@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.spatial_cache import CacheSettings, ChangeMask
+from engine.errors import EngineConfigError
+from engine.options import CacheOptions
+from engine.spatial_cache import ChangeMask
 from engine.spatial_cache.mask import box_blur3, cell_mean, dilate
 from vcam.sources.synthetic import SyntheticScene
 
@@ -74,7 +76,7 @@ def test_default_tau_ignores_sensor_noise_and_keeps_motion():
     """Why tau = 4 (0-255 scale, after the 3x3 blur): Gaussian sensor noise of sigma 8 on a still
     scene stays below it (measured max ~3.5 per cell), while every cell the moving object touches
     is active (changed, or in the halo of a changed cell)."""
-    s = CacheSettings()
+    s = CacheOptions()
     rng = np.random.default_rng(0)
     scene = SyntheticScene(256, 256, dynamic_fraction=0.2, seed=0)
     f0, f1 = scene.frame(0), scene.frame(2)
@@ -117,8 +119,8 @@ def test_bad_frames_and_settings_are_rejected():
     with pytest.raises(ValueError, match="model resolution"):
         m.propose(np.zeros((32, 32, 3), np.float32))
     with pytest.raises(ValueError, match="tau"):
-        CacheSettings(tau=-1)
-    with pytest.raises(ValueError, match="unknown spatial cache option"):
-        CacheSettings.from_options({"tau": 3, "halo_cells": 2})
-    assert CacheSettings.from_options({"tau": 3.0}).tau == 3.0
-    assert CacheSettings.from_options(False).enabled is False
+        CacheOptions(tau=-1)
+    with pytest.raises(EngineConfigError, match="halo_cells = 2: unknown spatial cache option"):
+        CacheOptions.parse({"tau": 3, "halo_cells": 2})
+    assert CacheOptions.parse({"tau": 3.0}).tau == 3.0
+    assert CacheOptions.parse(False).enabled is False

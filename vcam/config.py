@@ -10,59 +10,23 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+import tomli_w
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+
+from engine.options import CacheOptions, InterpolationOptions, ModelOptions, Options, Seed, Steps
 
 
-class _Section(BaseModel):
-    # numbers for text keys are text: `--set source.webcam=1`, `text = 2024`, a numeric password
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+# Sections are engine.options models: the engine owns the defaults and bounds of [engine], [cache] and
+# [interpolation]; vcam adds only what is its own (the engine's name). The base is shared too, so every
+# section forbids unknown keys and takes a number given for a text key as text (`--set source.webcam=1`).
+_Section = Options
+CacheConfig = CacheOptions
+InterpolationConfig = InterpolationOptions
 
 
-class EngineConfig(_Section):
+class EngineConfig(ModelOptions):
+    # "auto": flux2 with CUDA and weights, else flux2-tiny (vcam.inference.engine_choice)
     name: Literal["auto", "passthrough", "flux2", "flux2-tiny"] = "auto"
-    # a diffusers-layout folder, a name under models_dir, or a hub id already in the local HF cache
-    model: str = "FLUX.2-klein-4B"
-    models_dir: Path = Path("~/.cache/fluxrt/models")
-    width: int = Field(512, ge=64, le=2048, multiple_of=16)
-    height: int = Field(512, ge=64, le=2048, multiple_of=16)
-    steps: int = Field(2, ge=1, le=8)
-    seed: int = Field(0, ge=0, le=2**32 - 1)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device: str = "auto"
-    vae: Literal["full", "taef2"] = "full"
-    attention_backend: str = "auto"
-    compile: bool = False
-    text_encoder_offload: bool = False
-    style_reference: Path | None = None
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if v not in ("auto", "cpu", "mps") and not (v == "cuda" or v.startswith("cuda:")):
-            raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
-        return v
-
-
-class CacheConfig(_Section):
-    enabled: bool = True
-    tau: float = Field(4.0, ge=0.0, le=255.0)  # per-cell mean abs difference after a light blur (0-255 scale)
-    halo: int = Field(1, ge=0, le=8)  # dilation, in cells
-    refresh_period: int = Field(30, ge=0, le=10_000)  # R: a cell below tau but changed since it was computed is recomputed within R frames; 0 disables
-    rho: float = Field(0.95, ge=0.0, le=1.0)  # above this active fraction run dense
-
-
-class InterpolationConfig(_Section):
-    method: Literal["auto", "none", "rife", "rife-v4.25", "rife-v3-hd", "flow", "blend"] = "auto"
-    factor: int = Field(2, ge=1, le=16)
-    # FluxRT's interpolation_exp k, accepted as factor 2**k when given
-    exp: int | None = Field(None, ge=0, le=4)
-    model_path: Path | None = None  # a flownet.pkl or a folder holding one
-
-    @model_validator(mode="after")
-    def _exp(self) -> "InterpolationConfig":
-        if self.exp is not None:
-            object.__setattr__(self, "factor", 2**self.exp)
-        return self
 
 
 class SourceConfig(_Section):
@@ -128,8 +92,8 @@ class PromptConfig(_Section):
 class Preset(_Section):
     name: str = Field(min_length=1, max_length=64)
     prompt: str = Field(min_length=1)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
-    steps: int | None = Field(None, ge=1, le=8)
+    seed: Seed | None = None
+    steps: Steps | None = None
     style_reference: Path | None = None
 
 
@@ -263,42 +227,9 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
 
 
 def effective_toml(cfg: Config) -> str:
-    """The effective configuration as TOML (secrets masked)."""
-    data = cfg.model_dump(mode="json")
+    """The effective configuration as TOML (secrets masked; unset keys left out, as TOML has no null)."""
+    data = cfg.model_dump(mode="json", exclude_none=True)
+    data["engine"] = {"name": data["engine"].pop("name"), **data["engine"]}  # vcam's key first, as in default.toml
     if cfg.obs.password.get_secret_value():
         data["obs"]["password"] = "********"
-    return _to_toml(data)
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    raise TypeError(type(v))
-
-
-def _to_toml(data: dict[str, Any]) -> str:
-    top, sections, arrays = [], [], []
-    for k, v in data.items():
-        if v is None:
-            continue
-        if isinstance(v, dict) and k == "scenes":
-            body = "\n".join(f"{_toml_value(sk)} = {_toml_value(sv)}" for sk, sv in v.items())
-            sections.append(f"[scenes]\n{body}".rstrip())
-        elif isinstance(v, dict):
-            body = "\n".join(f"{sk} = {_toml_value(sv)}" for sk, sv in v.items() if sv is not None)
-            sections.append(f"[{k}]\n{body}")
-        elif isinstance(v, list) and v and isinstance(v[0], dict):
-            for item in v:
-                body = "\n".join(f"{ik} = {_toml_value(iv)}" for ik, iv in item.items() if iv is not None)
-                arrays.append(f"[[{k}]]\n{body}")
-        elif isinstance(v, list):
-            continue  # an empty array of tables
-        else:
-            top.append(f"{k} = {_toml_value(v)}")
-    return "\n\n".join(["\n".join(top)] + sections + arrays) + "\n"
+    return tomli_w.dumps(data)

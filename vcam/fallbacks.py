@@ -117,12 +117,12 @@ def build_engine(cfg: Config) -> EngineBuild:
         return EngineBuild(PassthroughEngine(), note)
     options = engine_options(cfg)
     try:
-        return EngineBuild(create_engine(name, **options), note)
+        return EngineBuild(create_engine(name, options), note)
     except Exception as e:  # noqa: BLE001 - any build failure keeps the camera alive
         if auto and name == "flux2":
             log.warning("flux2 unavailable (%s); using the tiny model", e)
             try:
-                return EngineBuild(create_engine("flux2-tiny", **options), status_text("auto_flux2_build", error=e))
+                return EngineBuild(create_engine("flux2-tiny", options), status_text("auto_flux2_build", error=e))
             except Exception as e2:  # noqa: BLE001
                 e = e2
         log.error("engine %s failed to start: %s", name, e)

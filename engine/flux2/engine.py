@@ -28,49 +28,28 @@ from engine.image import cover_resize
 from engine.flux2 import attention, loader
 from engine.flux2.latents import REFERENCE_T, FramePlan, FullVAE, TinyVAE, grid_ids, make_plan, pack, unpack
 from engine.flux2.text import PromptCache
+from engine.options import CacheOptions, EngineOptions, ModelOptions
 
 log = logging.getLogger(__name__)
 
-MAX_STEPS = 8
-OPTIONS = ("model", "models_dir", "width", "height", "steps", "seed", "dtype", "device", "vae", "attention_backend",
-           "compile", "text_encoder_offload", "style_reference", "taef2_path", "cache")
-TINY_OPTIONS = ("tiny_preset", "tiny_dir")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_device(device: str) -> torch.device:
+    """A validated `device` option (ModelOptions) on this machine."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise EngineConfigError(f"device {device!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise EngineConfigError(f"device {device!r} asked for but CUDA is not available; use device = 'auto' or 'cpu'")
     return dev
 
 
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """A validated `dtype` option (ModelOptions) on `device`."""
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype not in _DTYPES:
-        raise EngineConfigError(f"dtype {dtype!r} is not supported; use auto, {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
-
-
-def check_resolution(width: int, height: int) -> None:
-    for name, v in (("width", width), ("height", height)):
-        if not isinstance(v, int) or v < 16 or v % 16:
-            raise EngineConfigError(f"{name} = {v!r} is not a positive multiple of 16 (VAE 8x + 2x2 patches); "
-                                    f"use e.g. {max(16, (int(v) // 16) * 16 if isinstance(v, (int, float)) else 512)}")
-
-
-def check_steps(steps: int) -> None:
-    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
-        raise EngineConfigError(f"steps = {steps!r} is out of range; use 1-{MAX_STEPS} (klein is step-distilled: 4, "
-                                "2 works)")
 
 
 class _StageClock:
@@ -102,14 +81,12 @@ class Flux2Engine(Engine):
 
     name = "flux2"
 
-    def __init__(self, components: loader.Flux2Components, *, width: int = 512, height: int = 512, steps: int = 2,
-                 seed: int = 0, device: torch.device, dtype: torch.dtype, vae: str = "full",
-                 taef2_path: Path | None = None, models_dir: Path | None = None, attention_backend: str = "auto",
-                 compile: bool = False, text_encoder_offload: bool = False,
-                 style_reference: Path | np.ndarray | None = None, cache: dict | None = None):
+    def __init__(self, components: loader.Flux2Components, *, width: int, height: int, steps: int, seed: int,
+                 device: torch.device, dtype: torch.dtype, vae: str, taef2_path: Path | None, models_dir: Path,
+                 attention_backend: str, compile: bool, text_encoder_offload: bool,
+                 style_reference: Path | np.ndarray | None, cache: CacheOptions):
+        # EngineOptions fields, validated once by create_flux2_engine (defaults there too); not checked again here
         super().__init__()
-        check_resolution(width, height)
-        check_steps(steps)
         self.width, self.height, self.steps, self.seed = width, height, steps, seed
         self.device, self.dtype = device, dtype
         self.components = components
@@ -117,13 +94,9 @@ class Flux2Engine(Engine):
         self.transformer = _to(components.transformer, device, dtype)
         self.scheduler = components.scheduler
         # spatial cache (engine.spatial_cache): recompute only the tokens of the cells that changed
-        from engine.spatial_cache import CacheSettings, SpatialCache
+        from engine.spatial_cache import SpatialCache
 
-        try:
-            settings = CacheSettings.from_options(cache)
-        except (TypeError, ValueError) as e:
-            raise EngineConfigError(f"cache: {e}") from None
-        self.cache_settings = settings.as_dict()
+        settings = self.cache_settings = cache
         self._compile = compile
         self.spatial_cache = (SpatialCache(self.transformer, settings, kv_reference=self.kv, compile=compile)
                               if settings.enabled else None)
@@ -131,14 +104,12 @@ class Flux2Engine(Engine):
                                 dtype=dtype, offload=text_encoder_offload)
         if not text_encoder_offload:
             components.text_encoder.to(device)
-        if vae == "full":
-            self.vae = FullVAE(_to(components.vae, device, dtype))
-        elif vae == "taef2":
+        if vae == "taef2":
             from engine.taef2 import TAEF2
 
             self.vae = TinyVAE(TAEF2.from_files(taef2_path, models_dir).to(device=device, dtype=dtype))
-        else:
-            raise EngineConfigError(f"vae = {vae!r} is not supported; use 'full' or 'taef2'")
+        else:  # "full" (EngineOptions allows no other)
+            self.vae = FullVAE(_to(components.vae, device, dtype))
         if self.kv:  # klein 9B-KV: processors that extract / inject the reference K/V
             from diffusers.models.transformers.transformer_flux2 import (Flux2KVAttnProcessor,
                                                                          Flux2KVParallelSelfAttnProcessor)
@@ -168,18 +139,15 @@ class Flux2Engine(Engine):
         log.info("FLUX.2 engine ready: %s", self.info)
 
     # ---- live changes between frames (the daemon's control API) --------------------------------------------
-    def configure_cache(self, options: dict | None) -> None:
-        """New spatial-cache settings (CacheConfig fields). A change starts a fresh cache, so the next frame
-        recomputes everything with the new tau / halo / refresh period / rho."""
-        from engine.spatial_cache import CacheSettings, SpatialCache
+    def configure_cache(self, options: CacheOptions | dict | bool | None) -> None:
+        """New spatial-cache settings (CacheOptions, a dict of its fields, or True / False). A change starts a
+        fresh cache, so the next frame recomputes everything with the new tau / halo / refresh period / rho."""
+        from engine.spatial_cache import SpatialCache
 
-        try:
-            settings = CacheSettings.from_options(options)
-        except (TypeError, ValueError) as e:
-            raise EngineConfigError(f"cache: {e}") from None
-        if settings.as_dict() == self.cache_settings:
+        settings = CacheOptions.parse(options)  # EngineConfigError naming the key, e.g. cache.tau
+        if settings == self.cache_settings:
             return
-        self.cache_settings = settings.as_dict()
+        self.cache_settings = settings
         self.spatial_cache = None  # free the old buffers first
         if settings.enabled:
             self.spatial_cache = SpatialCache(self.transformer, settings, kv_reference=self.kv, compile=self._compile)
@@ -290,7 +258,7 @@ class Flux2Engine(Engine):
         """`denoise` for a frame already checked; also returns the spatial cache's mask (None without one)."""
         steps = self.steps if steps is None else steps
         seed = self.seed if seed is None else seed
-        check_steps(steps)
+        ModelOptions.check("steps", steps)  # a per-frame override, validated as the option is
         plan = self._plan(steps, seed)
         txt, txt_ids = self.text.get(prompt)
         ref = self._reference_tokens(frame)  # (1, N, 128)
@@ -378,44 +346,36 @@ def _to(module: torch.nn.Module, device: torch.device | None, dtype: torch.dtype
     return module.to(device) if device is not None else module
 
 
-def create_flux2_engine(tiny: bool = False, **options: Any) -> Flux2Engine:
+def create_flux2_engine(options: EngineOptions | dict | None = None, /, *, tiny: bool = False,
+                        tiny_preset: str | None = None, tiny_dir: Path | None = None, **changes: Any) -> Flux2Engine:
     """Build `flux2` (a model folder / hub id) or `flux2-tiny` (built once offline, loaded the same way).
 
-    Options: EngineConfig fields (model, models_dir, width, height, steps, seed, dtype, device, vae,
-    attention_backend, compile, text_encoder_offload, style_reference) plus taef2_path and cache (CacheConfig
-    fields as a dict). flux2-tiny also takes tiny_preset ("test" | "demo" | "bench", default "demo"; a preset name given
-    as `model` selects it too) and tiny_dir (build into / load from that folder instead of ~/.cache/fluxrt/tiny).
+    `options`: an EngineOptions (used as it is), or a dict of its fields; keyword arguments are its fields
+    too. Validated once, here (EngineConfigError naming each bad key). flux2-tiny also takes tiny_preset
+    ("test" | "demo" | "bench", default "demo"; a preset name given as `model` selects it too) and tiny_dir
+    (build into / load from that folder instead of ~/.cache/fluxrt/tiny).
     """
-    options.pop("name", None)  # EngineConfig.name, when a caller passes the whole section
-    allowed = OPTIONS + (TINY_OPTIONS if tiny else ())
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise EngineConfigError(f"unknown engine option(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
-    width, height = options.get("width", 512), options.get("height", 512)
-    check_resolution(width, height)
-    check_steps(options.get("steps", 2))
-    device = resolve_device(str(options.get("device", "auto")))
-    dtype = resolve_dtype(options.get("dtype", "auto"), device)
-    if options.get("vae", "full") not in ("full", "taef2"):
-        raise EngineConfigError(f"vae = {options['vae']!r} is not supported; use 'full' or 'taef2'")
-    attention.check_name(options.get("attention_backend", "auto"))  # before any weights load
-    models_dir = options.get("models_dir")
-    models_dir = Path(models_dir).expanduser() if models_dir is not None else None
-    model = options.get("model", "FLUX.2-klein-4B")
+    if not tiny and (tiny_preset is not None or tiny_dir is not None):
+        raise EngineConfigError("tiny_preset and tiny_dir are flux2-tiny options; use the flux2-tiny engine or "
+                                "remove them")
+    o = EngineOptions.parse(options, **changes)
+    device = resolve_device(o.device)
+    dtype = resolve_dtype(o.dtype, device)
+    attention.check_name(o.attention_backend)  # before any weights load
+    models_dir: Path | None = o.models_dir.expanduser()
+    model = o.model
     if tiny:
         from engine.flux2 import tiny as tiny_mod
 
-        name = options.get("tiny_preset") or (model if model in tiny_mod.PRESETS else tiny_mod.DEFAULT_PRESET)
-        folder = tiny_mod.ensure_tiny(tiny_mod.preset(name), folder=options.get("tiny_dir"))
+        name = tiny_preset or (model if model in tiny_mod.PRESETS else tiny_mod.DEFAULT_PRESET)
+        folder = tiny_mod.ensure_tiny(tiny_mod.preset(name), folder=tiny_dir)
         model, models_dir = str(folder), None
     components = loader.load(model, models_dir, dtype=dtype)
     engine = Flux2Engine(
-        components, width=width, height=height, steps=options.get("steps", 2), seed=options.get("seed", 0),
-        device=device, dtype=dtype, vae=options.get("vae", "full"), taef2_path=options.get("taef2_path"),
-        models_dir=Path(options.get("models_dir") or "~/.cache/fluxrt/models").expanduser(),
-        attention_backend=options.get("attention_backend", "auto"), compile=bool(options.get("compile", False)),
-        text_encoder_offload=bool(options.get("text_encoder_offload", False)),
-        style_reference=options.get("style_reference"), cache=options.get("cache"),
+        components, width=o.width, height=o.height, steps=o.steps, seed=o.seed, device=device, dtype=dtype,
+        vae=o.vae, taef2_path=o.taef2_path, models_dir=o.models_dir.expanduser(),
+        attention_backend=o.attention_backend, compile=o.compile, text_encoder_offload=o.text_encoder_offload,
+        style_reference=o.style_reference, cache=o.cache,
     )
     engine.name = "flux2-tiny" if tiny else "flux2"
     return engine

@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 
 from engine.interp.base import Interpolator, InterpolatorUnavailable, timesteps
+from engine.options import DEFAULT_MODELS_DIR, INTERPOLATION_METHODS
 
-METHODS = ("auto", "rife", "rife-v4.25", "rife-v3-hd", "flow", "blend")
-DEFAULT_MODELS_DIR = Path("~/.cache/fluxrt/models")
+METHODS = tuple(m for m in INTERPOLATION_METHODS if m != "none")  # "none" is the caller's: no interpolator
 # sub-folders that may hold each model's flownet.pkl; `interpolation_model` is FluxRT's layout (v3 HD)
 FOLDERS = {"rife-v4.25": ("rife-v4.25",), "rife-v3-hd": ("rife-v3-hd", "interpolation_model")}
 CHECKPOINT = "flownet.pkl"

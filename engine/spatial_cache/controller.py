@@ -1,6 +1,6 @@
 """The spatial cache as an engine uses it: one call per frame, one per denoising step.
 
-    sc = SpatialCache(transformer, CacheSettings())
+    sc = SpatialCache(transformer, CacheOptions())
     sc.begin_frame(frame, CacheKey(prompt, seed, steps, w, h, reference), layout=..., timesteps=..., txt_ids=..., img_ids=...)
     for s in range(steps):
         v = sc.step(s, hidden_states, prompt_embeds)   # instead of transformer(...)[0][:, :N]
@@ -11,67 +11,16 @@ so does an active fraction above rho (the dense model, never slower than no cach
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from engine.options import CacheOptions
 from engine.spatial_cache.flops import plan_flops
 from engine.spatial_cache.forward import CachedFlux2Transformer
 from engine.spatial_cache.layout import RowPlan, TokenLayout, default_buckets
 from engine.spatial_cache.mask import ChangeMask, MaskProposal
-
-
-@dataclass(frozen=True)
-class CacheSettings:
-    """Mirrors vcam.config.CacheConfig (the engine does not import vcam). Defaults from measurements:
-    see the `bench cache` figures and tests/test_spatial_cache_mask.py for tau."""
-
-    enabled: bool = True
-    tau: float = 4.0  # per-cell mean abs difference, 0-255 scale, after a 3x3 blur (sensor noise sigma 8 stays < 3.5)
-    halo: int = 1  # dilation in cells
-    refresh_period: int = 30  # R frames; 0 disables the rolling refresh
-    # above this active fraction (of the grid) run the dense model. Measured (bench cache, 2 CPU cores):
-    # the cached path stays faster than dense up to 100% active (text is served from cache: ~1.3x), so
-    # rho only buys exactness: frames where nearly everything changed (cuts, exposure jumps) refresh all.
-    rho: float = 0.95
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not 0.0 <= self.tau <= 255.0:
-            problems.append(f"tau={self.tau} (allowed 0..255)")
-        if not 0 <= self.halo <= 8:
-            problems.append(f"halo={self.halo} (allowed 0..8)")
-        if self.refresh_period < 0:
-            problems.append(f"refresh_period={self.refresh_period} (allowed >= 0; 0 disables it)")
-        if not 0.0 <= self.rho <= 1.0:
-            problems.append(f"rho={self.rho} (allowed 0..1)")
-        if problems:
-            raise ValueError("invalid spatial cache settings: " + ", ".join(problems))
-
-    @classmethod
-    def from_options(cls, options: "CacheSettings | Mapping[str, Any] | bool | None") -> "CacheSettings":
-        """Accepts CacheSettings, a dict of CacheConfig fields (or a pydantic CacheConfig), True/None
-        (defaults) or False (disabled)."""
-        if isinstance(options, CacheSettings):
-            return options
-        if options is None or options is True:
-            return cls()
-        if options is False:
-            return cls(enabled=False)
-        if hasattr(options, "model_dump"):
-            options = options.model_dump()
-        if not isinstance(options, Mapping):
-            raise TypeError(f"cache options must be a dict of {[f.name for f in fields(cls)]}, got {type(options).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown spatial cache option(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**dict(options))
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class CacheKey(NamedTuple):
@@ -91,7 +40,7 @@ class SpatialCache:
     def __init__(
         self,
         transformer: torch.nn.Module,
-        settings: CacheSettings | None = None,
+        settings: CacheOptions | None = None,
         *,
         kv_reference: bool = False,
         ref_fixed_timestep: float = 0.0,
@@ -100,7 +49,7 @@ class SpatialCache:
     ) -> None:
         self.transformer = transformer
         self.compile = compile
-        self.settings = settings or CacheSettings()
+        self.settings = settings or CacheOptions()  # validated where it came in (CacheOptions.parse)
         self.kv_reference = kv_reference
         self.ref_fixed_timestep = ref_fixed_timestep
         self._buckets_opt = buckets

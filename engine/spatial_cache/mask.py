@@ -59,7 +59,7 @@ def dilate(mask: np.ndarray, r: int) -> np.ndarray:
 
 class ChangeMask:
     """Per-cell change detection against the content each cell was last computed from. tau / halo /
-    refresh_period are checked once, by CacheSettings (the cache builds masks from validated settings only)."""
+    refresh_period are checked once, by engine.options.CacheOptions (the cache builds masks from validated settings only)."""
 
     def __init__(self, grid_h: int, grid_w: int, side_rows: int, *, tau: float, halo: int, refresh_period: int) -> None:
         self.grid_h, self.grid_w, self.side_rows = grid_h, grid_w, side_rows

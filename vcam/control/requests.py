@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 from pydantic.fields import FieldInfo
 
+from engine.options import Seed, Steps
 from vcam.config import CacheConfig, InterpolationConfig
 
 # strict: JSON types as the schema says (no false -> 0.0, no "3" -> 3); unknown keys are an error
@@ -60,8 +61,8 @@ InterpolationPatch = _patch_model("InterpolationPatch", InterpolationConfig, ["m
 class SettingsPatch(Body):
     model_config = ConfigDict(**_STRICT, json_schema_extra={"minProperties": 1})
 
-    seed: JsonInt = Field(None, ge=0, le=2**32 - 1)
-    steps: JsonInt = Field(None, ge=1, le=8)
+    seed: Annotated[Seed, BeforeValidator(_whole)] = None  # the engine's bounds (engine.options)
+    steps: Annotated[Steps, BeforeValidator(_whole)] = None
     mode: Literal["live", "passthrough", "paused"] = None
     cache: CachePatch = None  # type: ignore[valid-type]
     interpolation: InterpolationPatch = None  # type: ignore[valid-type]

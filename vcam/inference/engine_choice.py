@@ -1,9 +1,10 @@
 """Engine choice for the inference process: which engine `engine.name = "auto"` means on this machine,
-and the keyword arguments `engine.create_engine` gets from the daemon's config."""
+and the options `engine.create_engine` gets from the daemon's config."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from engine.options import EngineOptions, ModelOptions
 
 
 def has_klein(models_dir: Path, model: str) -> bool:
@@ -34,8 +35,8 @@ def auto_engine(engine_cfg) -> tuple[str, str]:
     return "flux2-tiny", status_text("auto_engine", why=why)  # the fallback policy's row and wording
 
 
-def engine_options(cfg) -> dict:
-    """create_engine keyword arguments from a vcam Config (engine section + spatial-cache settings)."""
-    opts = cfg.engine.model_dump(exclude={"name"})
-    opts["cache"] = cfg.cache.model_dump()
-    return opts
+def engine_options(cfg) -> EngineOptions:
+    """create_engine's options from a vcam Config (engine section + spatial-cache settings). The config's
+    sections are the engine's own option types and were validated when the config loaded: not again here."""
+    fields = {k: getattr(cfg.engine, k) for k in ModelOptions.model_fields}
+    return EngineOptions.model_construct(**fields, cache=cfg.cache)

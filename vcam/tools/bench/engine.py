@@ -73,17 +73,17 @@ def run(cfg, *, frames_n: int = 3, warmup: int = 1, tiny_preset: str | None = No
 
     name, _why = auto_engine(cfg.engine)
     e = cfg.engine
-    opts: dict[str, Any] = {} if name == "passthrough" else engine_options(cfg)
+    tiny: dict[str, Any] = {}
     model = name
     if name == "flux2-tiny":
         from engine.flux2.tiny import DEFAULT_PRESET, PRESETS
 
         preset = tiny_preset or (e.model if e.model in PRESETS else DEFAULT_PRESET)
-        opts["tiny_preset"] = preset
+        tiny["tiny_preset"] = preset
         model = f"flux2-tiny ({preset})"
     elif name == "flux2":
         model = f"flux2 ({e.model})"
-    engine = create_engine(name, **opts)
+    engine = create_engine(name, engine_options(cfg), **tiny)
     try:
         return run_engine(engine, width=e.width, height=e.height, steps=e.steps, prompt=cfg.prompt.text, seed=e.seed,
                           frames_n=frames_n, warmup=warmup, model=model, notes=notes)
