@@ -10,9 +10,10 @@ from diffusers.models.transformers.transformer_flux2 import (
     Flux2Transformer2DModel,
 )
 
+from engine.flux2.latents import REFERENCE_T, grid_ids, image_ids
+from engine.flux2.text import text_ids
 from engine.spatial_cache import CachedFlux2Transformer, TokenLayout, count_flops, plan_flops
 from engine.spatial_cache.flops import flop_counter
-from vcam.tools.bench.cache import klein_ids
 
 GH, GW, TEXT, CIN, JOINT = 4, 6, 7, 16, 32
 SIGMAS = torch.tensor([1.0, 0.6, 0.3])
@@ -55,7 +56,7 @@ def stock(model, hs, text, sigma, img_ids, txt_ids, n):
 @pytest.mark.timeout(60)
 def test_dense_and_all_rows_equal_unpatched_at_every_step(model):
     layout = TokenLayout(TEXT, GH, GW, grid_refs=1)
-    txt_ids, img_ids = klein_ids(GH, GW, TEXT)
+    txt_ids, img_ids = text_ids(TEXT), image_ids(GH, GW)
     noise, refs, text = inputs(layout)
     cf = CachedFlux2Transformer(model, layout, steps=3)
     cf.prepare(SIGMAS, txt_ids, img_ids)
@@ -78,7 +79,7 @@ def test_sparse_rows_against_cache_of_same_inputs_reproduce_dense(model):
     """Rows recomputed against K/V cached from the same inputs must give the dense values: checks
     gathers, rotary rows, attention against the cache and the output scatter."""
     layout = TokenLayout(TEXT, GH, GW, grid_refs=1, extra=5)
-    txt_ids, img_ids = klein_ids(GH, GW, TEXT)
+    txt_ids, img_ids = text_ids(TEXT), image_ids(GH, GW)
     img_ids = torch.cat([img_ids, torch.cartesian_prod(torch.tensor([20]), torch.tensor([0]), torch.arange(5), torch.tensor([0]))])
     noise, refs, text = inputs(layout)
     hs = torch.cat([noise, refs], 1)
@@ -95,7 +96,7 @@ def test_sparse_rows_against_cache_of_same_inputs_reproduce_dense(model):
 @pytest.mark.timeout(60)
 def test_bucket_padding_repeats_rows_and_gives_the_same_result(model):
     layout = TokenLayout(TEXT, GH, GW, grid_refs=1)
-    txt_ids, img_ids = klein_ids(GH, GW, TEXT)
+    txt_ids, img_ids = text_ids(TEXT), image_ids(GH, GW)
     noise, refs, text = inputs(layout)
     hs0 = torch.cat([noise, refs], 1)
     hs1 = torch.cat([noise, refs + torch.linspace(0, 1, layout.cells)[None, :, None]], 1)  # a new frame
@@ -123,8 +124,8 @@ def test_kv_reference_mode_equals_klein_kv_transformer_and_stays_exact():
     reference did not change keeps the reference path exact."""
     m = tiny(kv=True)
     layout = TokenLayout(TEXT, GH, GW, grid_refs=1, extra=5)
-    txt_ids, noise_ids = klein_ids(GH, GW, TEXT, refs=0)
-    ref_ids = torch.cat([klein_ids(GH, GW, TEXT)[1][layout.cells :],
+    txt_ids, noise_ids = text_ids(TEXT), image_ids(GH, GW, refs=0)
+    ref_ids = torch.cat([grid_ids(GH, GW, REFERENCE_T),
                          torch.cartesian_prod(torch.tensor([20]), torch.tensor([0]), torch.arange(5), torch.tensor([0]))])
     noise, refs, text = inputs(layout)
     cf = CachedFlux2Transformer(m, layout, steps=3, kv_reference=True)
@@ -159,7 +160,7 @@ def test_kv_reference_mode_equals_klein_kv_transformer_and_stays_exact():
 
 def test_flop_counter_counts_cpu_attention_and_matches_the_estimate(model):
     layout = TokenLayout(TEXT, GH, GW, grid_refs=1)
-    txt_ids, img_ids = klein_ids(GH, GW, TEXT)
+    txt_ids, img_ids = text_ids(TEXT), image_ids(GH, GW)
     noise, refs, text = inputs(layout)
     hs = torch.cat([noise, refs], 1)
     plain = torch.utils.flop_counter.FlopCounterMode(display=False)
@@ -180,7 +181,7 @@ def test_flop_counter_counts_cpu_attention_and_matches_the_estimate(model):
 
 def test_bad_inputs_are_rejected_with_a_clear_error(model):
     layout = TokenLayout(TEXT, GH, GW, grid_refs=1)
-    txt_ids, img_ids = klein_ids(GH, GW, TEXT)
+    txt_ids, img_ids = text_ids(TEXT), image_ids(GH, GW)
     cf = CachedFlux2Transformer(model, layout, steps=2)
     with pytest.raises(RuntimeError, match="prepare"):
         cf.plan(None)
@@ -211,7 +212,7 @@ def test_klein_4b_shapes_on_meta_device(kv):
         ).eval()
     m = m.to(torch.bfloat16)
     layout = TokenLayout(512, 32, 32, grid_refs=1)
-    txt_ids, img_ids = klein_ids(32, 32, 512)
+    txt_ids, img_ids = text_ids(512), image_ids(32, 32)
     cf = CachedFlux2Transformer(m, layout, steps=2, kv_reference=kv)
     cf.prepare(torch.tensor([1.0, 0.5], device="meta"), txt_ids.to("meta"), img_ids.to("meta"))
     assert cf.cache.nbytes() == 2 * 2 * 2560 * 25 * 3072 * 2 + 2 * 1024 * 128 * 2
@@ -243,7 +244,7 @@ def test_real_form_rope_equals_complex_rope():
 def test_compiled_block_code_with_buckets_matches_eager(model):
     """The GPU path (torch.compile + bucketed row counts) run on CPU: same results as eager."""
     layout = TokenLayout(TEXT, GH, GW, grid_refs=1)
-    txt_ids, img_ids = klein_ids(GH, GW, TEXT)
+    txt_ids, img_ids = text_ids(TEXT), image_ids(GH, GW)
     noise, refs, text = inputs(layout)
     hs0, hs1 = torch.cat([noise, refs], 1), torch.cat([noise, refs.flip(1)], 1)
     rng = np.random.default_rng(0)

@@ -33,6 +33,11 @@ def grid_ids(h: int, w: int, t: int, device: torch.device | str = "cpu") -> torc
     return ids.reshape(h * w, 4).to(device)
 
 
+def image_ids(h: int, w: int, refs: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Position ids of the noise grid followed by `refs` reference grids (T = 10, 20, ...), as klein orders them."""
+    return torch.cat([grid_ids(h, w, NOISE_T, device)] + [grid_ids(h, w, REFERENCE_T * (i + 1), device) for i in range(refs)])
+
+
 class FullVAE:
     """AutoencoderKLFlux2 in the serving path: deterministic encode (distribution mode) and BatchNorm (de)normalise."""
 

@@ -101,26 +101,38 @@ def build_tokenizer(spec: TinySpec):
     return tok
 
 
+def build_transformer(spec: TinySpec, in_channels: int = 128):
+    """The transformer of `spec` (fp32, eval mode), random weights from `spec.seed`.
+
+    Seeds torch's global generator (`build_components` restores it); the VAE and text encoder of the
+    folder continue from the same stream, so this is also what `bench cache` times.
+    """
+    import torch
+    from diffusers import Flux2Transformer2DModel
+
+    if spec.head_dim % 4:
+        raise ValueError("head_dim must be a multiple of 4 (4 RoPE axes)")
+    torch.manual_seed(spec.seed)
+    return Flux2Transformer2DModel(
+        patch_size=1, in_channels=in_channels, num_layers=spec.double_blocks, num_single_layers=spec.single_blocks,
+        attention_head_dim=spec.head_dim, num_attention_heads=spec.heads,
+        joint_attention_dim=3 * spec.text_hidden, timestep_guidance_channels=256, mlp_ratio=spec.mlp_ratio,
+        axes_dims_rope=(spec.head_dim // 4,) * 4, rope_theta=2000, guidance_embeds=False,
+    ).eval()
+
+
 def build_components(spec: TinySpec) -> dict:
     """The five pipeline components, randomly initialised from `spec.seed` (CPU, fp32)."""
     import torch
-    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     if spec.text_layers < 27:
         raise ValueError("text_layers must be >= 27: the pipelines stack hidden layers 9, 18 and 27")
-    if spec.head_dim % 4:
-        raise ValueError("head_dim must be a multiple of 4 (4 RoPE axes)")
     tokenizer = build_tokenizer(spec)
     gen_state = torch.random.get_rng_state()
-    torch.manual_seed(spec.seed)
     try:
-        transformer = Flux2Transformer2DModel(
-            patch_size=1, in_channels=128, num_layers=spec.double_blocks, num_single_layers=spec.single_blocks,
-            attention_head_dim=spec.head_dim, num_attention_heads=spec.heads,
-            joint_attention_dim=3 * spec.text_hidden, timestep_guidance_channels=256, mlp_ratio=spec.mlp_ratio,
-            axes_dims_rope=(spec.head_dim // 4,) * 4, rope_theta=2000, guidance_embeds=False,
-        )
+        transformer = build_transformer(spec)
         n = len(spec.vae_channels)
         vae = AutoencoderKLFlux2(
             down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,

@@ -62,25 +62,13 @@ class BenchShape:
 
 
 def build_model(shape: BenchShape, seed: int = 0):
-    """Random weights as diffusers initialises them (no trained model fits a one-minute CPU run)."""
-    from diffusers.models.transformers.transformer_flux2 import Flux2Transformer2DModel
+    """The tiny FLUX.2 recipe (engine.flux2.tiny) at this shape, random weights as diffusers initialises them (no
+    trained model fits a one-minute CPU run). Text features are about `hidden` wide (joint = 3 x text_hidden)."""
+    from engine.flux2.tiny import TinySpec, build_transformer
 
-    torch.manual_seed(seed)
-    axis = shape.head_dim // 4
-    return Flux2Transformer2DModel(
-        patch_size=1, in_channels=shape.in_channels, num_layers=shape.double_blocks,
-        num_single_layers=shape.single_blocks, attention_head_dim=shape.head_dim,
-        num_attention_heads=shape.heads, joint_attention_dim=shape.hidden, timestep_guidance_channels=256,
-        axes_dims_rope=(axis, axis, axis, axis), guidance_embeds=False,
-    ).eval()
-
-
-def klein_ids(grid_h: int, grid_w: int, text: int, refs: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """FLUX.2 position ids: text (0, 0, 0, l); noise (0, h, w, 0); reference k (10 + 10k, h, w, 0)."""
-    z = torch.tensor([0])
-    txt = torch.cartesian_prod(z, z, z, torch.arange(text))
-    img = [torch.cartesian_prod(torch.tensor([t]), torch.arange(grid_h), torch.arange(grid_w), z) for t in [0] + [10 + 10 * k for k in range(refs)]]
-    return txt, torch.cat(img)
+    spec = TinySpec(heads=shape.heads, head_dim=shape.head_dim, double_blocks=shape.double_blocks,
+                    single_blocks=shape.single_blocks, text_hidden=max(1, shape.hidden // 3), seed=seed)
+    return build_transformer(spec, in_channels=shape.in_channels)
 
 
 class CellTokens:
@@ -123,6 +111,8 @@ def run_cache_bench(
     seed: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
+    from engine.flux2.latents import image_ids
+    from engine.flux2.text import text_ids
     from engine.spatial_cache import CachedFlux2Transformer, TokenLayout, count_flops
     from vcam.sources.synthetic import SyntheticScene
 
@@ -135,13 +125,13 @@ def run_cache_bench(
     gh, gw = shape.height // 16, shape.width // 16
     layout = TokenLayout(text=shape.text_tokens, grid_h=gh, grid_w=gw, grid_refs=1)
     cached = CachedFlux2Transformer(model, layout, steps=1)
-    txt_ids, img_ids = klein_ids(gh, gw, shape.text_tokens)
+    txt_ids, img_ids = text_ids(shape.text_tokens), image_ids(gh, gw, refs=1)  # the engine's position ids
     sigma = torch.tensor([1.0])
     cached.prepare(sigma, txt_ids, img_ids)
     full_plan = cached.plan(None)[0]
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(1, layout.cells, shape.in_channels, generator=g).to(dev)
-    text = torch.randn(1, shape.text_tokens, shape.hidden, generator=g).to(dev)
+    text = torch.randn(1, shape.text_tokens, model.config.joint_attention_dim, generator=g).to(dev)
     tokens = CellTokens(shape.in_channels, seed)
     txt_ids, img_ids, sigma = txt_ids.to(dev), img_ids.to(dev), sigma.to(dev)
 
