@@ -21,6 +21,7 @@ from vcam.daemon import Daemon
 from vcam.messages import ChildError
 from vcam.fallbacks import (INTERP_RETRY_GROUPS, POLICY, GuardedInterpolator, build_engine, build_interpolator,
                             policy_markdown)
+from vcam.inference.host_copy import HostCopy
 from vcam.inference.worker import InferenceWorker
 from vcam.messages import Settings
 from vcam.shm import ChannelSpec, Doorbell, FrameChannel, FrameMeta
@@ -199,3 +200,26 @@ def test_readme_table_is_the_code_policy():
     assert policy_markdown() in section, "README's table differs from vcam/fallbacks.py POLICY: paste policy_markdown()"
     for row in POLICY.values():  # every row says all four things
         assert all((row.failure, row.replacement, row.status, row.recovery))
+
+
+def test_host_copy_fills_a_slot_from_any_tensor(worker):
+    """The worker's one copy per frame: a contiguous or strided uint8 tensor lands in the slot as it is;
+    a tensor of another shape or dtype is refused (a GPU's page-locked path runs the same code where CUDA is)."""
+    w, reader, shape = worker
+    copier = HostCopy(w.output)
+    src = torch.arange(np.prod(shape), dtype=torch.int64).remainder(251).to(torch.uint8).reshape(shape)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for i, dev in enumerate(devices):
+        for j, frame in enumerate((src, src.flip(0))):
+            with w.output.writing(FrameMeta(10 * i + j, 0.0)) as slot:
+                copier.copy(frame.to(dev), slot)
+            got, _ = reader.read_latest()
+            assert np.array_equal(got, frame.numpy()), (dev, j)
+        view = torch.cat([src, src], dim=1)[:, ::2].to(dev)  # non-contiguous columns
+        with w.output.writing(FrameMeta(99, 0.0)) as slot:
+            copier.copy(view, slot)
+        assert np.array_equal(reader.read_latest()[0], view.cpu().numpy())
+        assert copier.mode == "cpu" if dev == "cpu" else copier.mode in ("registered", "staged")
+    with pytest.raises(ValueError, match="does not fit the slot"):
+        copier.copy(src.float(), np.empty(shape, np.uint8))
+    copier.close()

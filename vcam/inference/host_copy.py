@@ -1,8 +1,8 @@
 """The one device -> host copy per output frame: from the engine's or interpolator's tensor straight into
 a shared-memory slot.
 
-On CUDA a copy is fast (DMA) only into page-locked memory. `HostCopy.register` page-locks the OUTPUT
-channel's segment once with `cudaHostRegister`, so frames go straight into their slots; where that
+On CUDA a copy is fast (DMA) only into page-locked memory. At the first CUDA frame `HostCopy` page-locks
+the OUTPUT channel's segment once with `cudaHostRegister`, so frames go straight into their slots; where that
 fails (some kernels and containers refuse to lock shared memory) each frame is staged through one
 pinned buffer. On the CPU the copy is a plain memcpy into the slot: the same code path, no staging.
 """
@@ -19,31 +19,36 @@ log = logging.getLogger(__name__)
 
 
 class HostCopy:
-    def __init__(self) -> None:
-        self._registered: list[tuple[int, int]] = []  # (address, size) page-locked by us, unlocked on close
-        self._staging: torch.Tensor | None = None  # pinned buffer, when registering was refused
+    """Copies frames into the slots of one channel (the inference process's OUTPUT)."""
+
+    def __init__(self, channel: FrameChannel) -> None:
+        self.channel = channel
+        self._tried = False  # page-locking is tried at the first CUDA frame: no CUDA context for CPU engines
+        self._registered: tuple[int, int] | None = None  # (address, size) page-locked by us, unlocked on close
+        self._staging: torch.Tensor | None = None  # pinned buffer, when page-locking was refused
         self.mode = "cpu"  # what the last copy used: cpu | registered | staged (reported in status)
 
-    def register(self, channel: FrameChannel) -> None:
-        """Page-lock the channel's segment for direct copies (CUDA only; a refusal is logged, not raised)."""
-        if not torch.cuda.is_available():
-            return
-        seg = channel.segment()
+    def _register(self, device: torch.device) -> None:
+        """Page-lock the channel's segment for direct copies (a refusal is logged, not raised)."""
+        self._tried = True
+        seg = self.channel.segment()
         addr, size = seg.ctypes.data, seg.nbytes
         del seg  # no view may outlive the channel (SharedMemory.close refuses exported buffers)
         try:
-            err = torch.cuda.cudart().cudaHostRegister(addr, size, 0)  # 0: cudaHostRegisterDefault
+            with torch.cuda.device(device):
+                err = torch.cuda.cudart().cudaHostRegister(addr, size, 1)  # 1: cudaHostRegisterPortable
         except Exception as e:  # noqa: BLE001 - no CUDA runtime binding: stage instead
             log.info("cannot page-lock the output channel (%s); staging copies through a pinned buffer", e)
             return
         if int(err) == 0:
-            self._registered.append((addr, size))
+            self._registered = (addr, size)
         else:
             log.info("cudaHostRegister refused the output channel (error %s); staging through a pinned buffer",
                      int(err))
 
     def copy(self, src: torch.Tensor, dst: np.ndarray) -> None:
-        """dst[...] = src, with src a uint8 (H, W, 3) tensor on any device; returns once dst holds it."""
+        """dst[...] = src: src a uint8 (H, W, 3) tensor on any device, dst a slot of the channel (or any host
+        array); returns once dst holds the frame."""
         if tuple(src.shape) != dst.shape or src.dtype != torch.uint8:
             raise ValueError(f"frame {src.dtype} {tuple(src.shape)} does not fit the slot {dst.dtype} {dst.shape}")
         out = torch.from_numpy(dst)  # a view of the slot: the copy lands in shared memory
@@ -51,9 +56,10 @@ class HostCopy:
             self.mode = "cpu"
             out.copy_(src)
             return
-        stream = torch.cuda.current_stream(src.device)
-        at = dst.ctypes.data
-        if any(a <= at and at + dst.nbytes <= a + n for a, n in self._registered):
+        if not self._tried:
+            self._register(src.device)
+        at, reg = dst.ctypes.data, self._registered
+        if reg is not None and reg[0] <= at and at + dst.nbytes <= reg[0] + reg[1]:
             self.mode = "registered"
             out.copy_(src, non_blocking=True)
         else:
@@ -61,14 +67,14 @@ class HostCopy:
             if self._staging is None or self._staging.shape != src.shape:
                 self._staging = torch.empty(src.shape, dtype=torch.uint8, pin_memory=True)
             self._staging.copy_(src, non_blocking=True)
-        stream.synchronize()  # the slot is published right after: the copy must have landed
+        torch.cuda.current_stream(src.device).synchronize()  # the slot is published next: the copy must be done
         if self.mode == "staged":
             out.copy_(self._staging)
 
     def close(self) -> None:
-        for addr, _ in self._registered:
+        if self._registered is not None:
             try:
-                torch.cuda.cudart().cudaHostUnregister(addr)
+                torch.cuda.cudart().cudaHostUnregister(self._registered[0])
             except Exception:  # noqa: BLE001 - the process is ending anyway
                 pass
-        self._registered.clear()
+            self._registered = None

@@ -39,8 +39,7 @@ class InferenceWorker:
         self.interp: GuardedInterpolator | None = None
         self.interp_key: tuple | None = None
         self.prev_out: torch.Tensor | None = None  # the last engine frame, on the engine's device
-        self.host_copy = HostCopy()
-        self.host_copy.register(self.output)
+        self.host_copy = HostCopy(self.output)
         self.group = 0
         self.frames = 0
         self.errors = 0
@@ -100,6 +99,7 @@ class InferenceWorker:
         while parent_alive():
             for msg in drain(self.links.control):
                 if msg == STOP:
+                    self.host_copy.close()
                     return
                 if isinstance(msg, Settings):
                     self.apply(msg)
