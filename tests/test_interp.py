@@ -309,13 +309,8 @@ def test_tensors_in_tensors_out_on_the_frames_device(any_rife, pair):
             host.interpolate(a, b, [0.5])
 
 
-def test_v4_batches_timesteps_like_single_calls(rife, pair):
-    a, _, b = pair
-    v4 = rife["rife-v4.25"]
-    together = v4.interpolate_numpy(a, b, [0.2, 0.5, 0.9])
-    alone = [v4.interpolate_numpy(a, b, [t])[0] for t in (0.2, 0.5, 0.9)]
-    for x, y in zip(together, alone):
-        assert np.abs(x.astype(int) - y).max() <= 1
+# batched timesteps (v4.25) and the fp16 CUDA dtype are checked against the reference IFNet code, not
+# against our own fp32 / one-at-a-time path: tests/test_rife_golden.py
 
 
 def test_v3_bisects_and_shares_midpoints(rife, pair, monkeypatch):
@@ -332,16 +327,6 @@ def test_v3_bisects_and_shares_midpoints(rife, pair, monkeypatch):
     assert len(calls) == v3.bisect_depth
     assert third.shape == a.shape
     assert psnr(third, render(next(c for c in CASES if c.name == "static-translate-rotate"), 1 / 3, 128)) > 30
-
-
-def test_fp16_path_matches_fp32(rife, pair):
-    """The CUDA dtype, exercised on the CPU: fp16 gives the same picture as fp32 (within ~1 level)."""
-    a, truth, b = (x[32:96, 32:96] for x in pair)  # fp16 convolutions are slow on a CPU: keep it small
-    for arch, path in (("rife-v4.25", V4), ("rife-v3-hd", V3)):
-        half = RifeInterpolator.from_checkpoint(path, dtype=torch.float16)
-        assert half.dtype == torch.float16
-        x, y = half.interpolate_numpy(a, b, [0.5])[0], rife[arch].interpolate_numpy(a, b, [0.5])[0]
-        assert psnr(x, y) > 40, arch
 
 
 def test_rife_picks_dtype_by_device():
