@@ -148,6 +148,22 @@ def demo(config: ConfigOpt = None, set_: SetOpt = None, duration: DurationOpt = 
     _serve(cfg, duration, "FluxRT Camera demo: a synthetic scene edited live.")
 
 
+def _print_table(rows: list[tuple[str, ...]], styles: dict[str, str] | None = None) -> None:
+    """Rows as aligned columns (rich), no header or borders; a first cell named in `styles` gets that style.
+    Cells are plain text: a prompt with [brackets] is not read as rich markup."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 2, 0, 0))
+    for _ in rows[0] if rows else ():
+        table.add_column(overflow="fold")
+    for row in rows:
+        first = Text(row[0], style=(styles or {}).get(row[0], ""))
+        table.add_row(first, *(Text(cell) for cell in row[1:]))
+    Console(highlight=False).print(table)
+
+
 @app.command()
 def status(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
            url: Annotated[Optional[str], typer.Option(help="Daemon URL (default: from the config).")] = None) -> None:
@@ -158,28 +174,28 @@ def status(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = Fal
         return
     d = st.get("daemon", st)
     s, inf, out = d["settings"], d.get("inference", {}), d.get("output", {})
-    lines = [
-        f"prompt      {s['prompt']!r} (version {s['prompt_version']}, preset {s['preset'] or '-'}, mode {s['mode']})",
-        f"engine      {inf.get('engine', '?')}  {inf.get('engine_fps', 0):.1f} fps  stages "
-        + ", ".join(f"{k} {v:.1f} ms" for k, v in (inf.get("stages_ms") or {}).items()),
-        f"interp      {inf.get('interpolator') or 'none'} x{inf.get('factor', 1)}"
-        + (f"  ({inf['interpolator_note']})" if inf.get("interpolator_note") else ""),
-        f"output      showing {out.get('showing', '?')}, {out.get('sent', 0)} frames sent, "
-        f"latency p50 {out.get('latency_p50_ms') or 0:.1f} ms",
-        f"stream      {d.get('stream_url') or '-'}",
+    rows = [
+        ("prompt", f"{s['prompt']!r} (version {s['prompt_version']}, preset {s['preset'] or '-'}, mode {s['mode']})"),
+        ("engine", f"{inf.get('engine', '?')}  {inf.get('engine_fps', 0):.1f} fps  stages "
+         + ", ".join(f"{k} {v:.1f} ms" for k, v in (inf.get("stages_ms") or {}).items())),
+        ("interp", f"{inf.get('interpolator') or 'none'} x{inf.get('factor', 1)}"
+         + (f"  ({inf['interpolator_note']})" if inf.get("interpolator_note") else "")),
+        ("output", f"showing {out.get('showing', '?')}, {out.get('sent', 0)} frames sent, "
+         f"latency p50 {out.get('latency_p50_ms') or 0:.1f} ms"),
+        ("stream", f"{d.get('stream_url') or '-'}"),
     ]
     obs = d.get("obs") or {}
     if obs.get("enabled", True) and obs:
-        lines.append(f"obs         {'connected' if obs.get('connected') else 'not connected'}"
-                     + (f", last error: {obs['last_error']}" if obs.get("last_error") else ""))
+        rows.append(("obs", ("connected" if obs.get("connected") else "not connected")
+                     + (f", last error: {obs['last_error']}" if obs.get("last_error") else "")))
     for role in ("inference", "output"):
         c = d.get(role, {})
         if c.get("last_error"):
-            lines.append(f"{role:<11} restarted {c.get('restarts', 0)}x, last error: {c['last_error']}")
+            rows.append((role, f"restarted {c.get('restarts', 0)}x, last error: {c['last_error']}"))
     for note in (inf.get("engine_note"), inf.get("engine_error")):
         if note:
-            lines.append(f"note        {note}")
-    typer.echo("\n".join(lines))
+            rows.append(("note", note))
+    _print_table(rows)
 
 
 @app.command()
@@ -193,9 +209,8 @@ def doctor(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = Fal
     if as_json:
         typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
         return
-    width = max(len(r.name) for r in rows)
-    for r in rows:
-        typer.echo(f"{r.status:<4}  {r.name:<{width}}  {r.detail}" + (f"\n      {'':<{width}}  fix: {r.fix}" if r.fix else ""))
+    _print_table([(r.status, r.name, r.detail + (f"\nfix: {r.fix}" if r.fix else "")) for r in rows],
+                 styles={"OK": "green", "WARN": "yellow", "FAIL": "bold red"})
     problems = sum(r.status == "FAIL" for r in rows)
     typer.echo(f"{problems} problem(s) found." if problems else "All checks passed.")
 

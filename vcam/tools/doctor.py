@@ -21,14 +21,6 @@ class Check:
     fix: str = ""
 
 
-def shared_models_dir() -> Path:
-    """Where the project's shared real weights live when present (beside the checkout)."""
-    import os
-
-    env = os.environ.get("FLUXRT_SHARED_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "models"
-
-
 def check_python() -> Check:
     ok = sys.version_info >= (3, 11)
     return Check("python", "OK" if ok else "FAIL", platform.python_version(), "" if ok else "install Python 3.11 or newer")
@@ -56,7 +48,9 @@ def check_models(cfg: Config) -> list[Check]:
         return [Check("models", "FAIL", f"cannot list models: {e}", "reinstall: make install")]
     for row in inventory(cfg.engine.models_dir.expanduser()):
         rows.append(Check(f"model {row.name}", "OK" if row.ok else "WARN", row.detail, row.fix))
-    shared = shared_models_dir()
+    from engine.interp import search_roots
+
+    shared = search_roots(cfg.engine.models_dir)[-1]  # the shared-models folder, as the engine looks it up
     for name, rel in (("rife-v4.25", "rife-v4.25/flownet.pkl"), ("rife-v3-hd", "rife-v3-hd/flownet.pkl"),
                       ("taef2", "taef2/taef2_decoder.pth")):
         path = shared / rel
