@@ -1,4 +1,5 @@
-"""Attention backend probing and per-module torch.compile with per-module eager fallback."""
+"""Attention backend probing; torch.compile per block (diffusers' regional compile) and per module, each with
+its own eager fallback."""
 from __future__ import annotations
 
 import numpy as np
@@ -105,7 +106,47 @@ def test_engine_compile_option_falls_back_per_module(tiny_flux2_dir, monkeypatch
                generator=torch.Generator().manual_seed(0), output_type="np").images[0]
     assert np.abs(out.astype(int) - (ref * 255).round().astype(int)).max() <= 1
     report = compiled.info["compile"]
-    assert set(report) == {"transformer.double.0", "transformer.single.0", "transformer.single.1", "vae.encoder",
-                           "vae.decoder"}
+    assert set(report) == {"transformer.transformer_blocks.0", "transformer.single_transformer_blocks.0",
+                           "transformer.single_transformer_blocks.1", "vae.encoder", "vae.decoder"}
     states = set(v.split(" ")[0] for v in report.values())
     assert states == {"compiled", "eager"}
+
+
+def test_repeated_blocks_compile_through_diffusers_and_fall_back_per_block():
+    """compile_repeated_blocks (diffusers) compiles every block; a block whose compiler fails runs eagerly, the others
+    stay compiled; a compiler refused at once leaves every block eager; the output is the eager model's."""
+    from engine.flux2.tiny import TEST, build_transformer
+
+    model = build_transformer(TEST)
+    x, ids = torch.randn(1, 6, 128), torch.zeros(6, 4, dtype=torch.int64)
+    text, txt_ids = torch.randn(1, 3, 3 * TEST.text_hidden), torch.zeros(3, 4, dtype=torch.int64)
+
+    def run() -> torch.Tensor:
+        with torch.no_grad():
+            return model(hidden_states=x, encoder_hidden_states=text, timestep=torch.tensor([0.5]), img_ids=ids,
+                         txt_ids=txt_ids, return_dict=False)[0]
+
+    want = run()
+    real_compile = torch.compile
+    calls = {"n": 0}
+
+    def flaky_compile(fn, **kw):  # the first block's compiler fails, the others work
+        calls["n"] += 1
+        return real_compile(fn, backend=_failing_backend if calls["n"] == 1 else "eager")
+
+    report: dict[str, str] = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch, "compile", flaky_compile)
+        compile_mod.compile_repeated_blocks(model, "t", report)
+    torch.testing.assert_close(run(), want)
+    assert calls["n"] == 3 and set(report) == {"t.transformer_blocks.0", "t.single_transformer_blocks.0",
+                                                "t.single_transformer_blocks.1"}
+    assert report["t.transformer_blocks.0"].startswith("eager (") and "always fails" in report["t.transformer_blocks.0"]
+    assert report["t.single_transformer_blocks.0"] == report["t.single_transformer_blocks.1"] == "compiled"
+    torch.testing.assert_close(run(), want)  # stays on eager, no retry storm
+
+    fresh = build_transformer(TEST)
+    refused: dict[str, str] = {}
+    compile_mod.compile_repeated_blocks(fresh, "t", refused, backend="no-such-backend")
+    assert len(refused) == 3 and all(v.startswith("eager (") for v in refused.values())
+    assert all(b._compiled_call_impl is None for _, b in compile_mod._blocks(fresh))

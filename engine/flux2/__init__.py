@@ -6,7 +6,8 @@
     latents.py    latent layout (patchify, pack, ids), VAE adapters (full / TAEF2), the per-(shape, steps, seed) plan
     text.py       prompt-embedding cache around the Qwen3 text encoder
     attention.py  attention backend probing
-    compile.py    per-module torch.compile with per-module eager fallback
+    compile.py    torch.compile: transformer blocks via diffusers' compile_repeated_blocks, VAE per module;
+                  each falls back to eager on its own
     engine.py     Flux2Engine, the serving loop, and create_flux2_engine (the registry's entry point)
 
 Heavy imports (torch, diffusers, transformers) happen inside the submodules, not here.

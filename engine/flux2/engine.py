@@ -126,9 +126,9 @@ class Flux2Engine(Engine):
             "vae": vae, "attention_backend": backend, "attention_failures": failures, "compile": {},
         }
         if compile:
-            from engine.flux2.compile import compile_modules, compile_targets
+            from engine.flux2.compile import compile_flux2
 
-            self.info["compile"] = compile_modules(compile_targets(self.transformer, self.vae))
+            self.info["compile"] = compile_flux2(self.transformer, self.vae)
         self._plans: OrderedDict[tuple[int, int], FramePlan] = OrderedDict()
         self._pinned_in = None
         self._upload_done = None  # CUDA event after the last upload from _pinned_in (see _to_device)
