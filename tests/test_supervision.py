@@ -223,3 +223,26 @@ def test_host_copy_fills_a_slot_from_any_tensor(worker):
     with pytest.raises(ValueError, match="does not fit the slot"):
         copier.copy(src.float(), np.empty(shape, np.uint8))
     copier.close()
+
+
+class _PickyEngine(_MaskEngine):
+    """Refuses any cache settings; takes style references."""
+
+    style = None
+
+    def configure_cache(self, options):
+        raise ValueError("cache: tau out of range")
+
+    def set_style_reference(self, ref):
+        self.style = ref
+
+
+def test_a_live_change_that_fails_keeps_its_old_value_and_the_others_apply(worker):
+    w, _, _ = worker
+    w.engine = _PickyEngine()
+    w.apply(Settings(3, "x", 0, 2, style_reference="/tmp/style.png", cache={"tau": -1}))
+    assert w.engine.style == "/tmp/style.png"
+    assert w.status()["settings_error"] == "settings 3 not fully applied: cache: tau out of range"
+    w.engine = _MaskEngine()  # the base interface accepts both (no cache, no style): nothing to report
+    w.apply(Settings(4, "x", 0, 2, style_reference="/tmp/style.png", cache={"tau": 4.0}))
+    assert w.status()["settings_error"] is None

@@ -50,12 +50,16 @@ class InferenceWorker:
 
     def apply(self, s: Settings) -> None:
         self.settings = s
-        try:
-            self.engine.configure_cache(s.cache)
-            self.engine.set_style_reference(s.style_reference)
-            self.settings_error = None
-        except Exception as e:  # noqa: BLE001 - e.g. an unreadable style image: keep editing as before
-            self.settings_error = status_text("live_settings", version=s.prompt_version, error=e)
+        problems = []
+        for change, value in ((self.engine.configure_cache, s.cache), (self.engine.set_style_reference,
+                                                                        s.style_reference)):
+            try:  # each live change on its own: one that fails keeps its previous value, the others apply
+                change(value)
+            except Exception as e:  # noqa: BLE001 - e.g. an unreadable style image: keep editing as before
+                problems.append(str(e))
+        self.settings_error = (status_text("live_settings", version=s.prompt_version, error="; ".join(problems))
+                               if problems else None)
+        if problems:
             log.error("%s", self.settings_error)
         it = s.interpolation
         key = (it.get("method"), it.get("factor"), it.get("model_path"))
