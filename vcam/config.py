@@ -1,5 +1,8 @@
 """Daemon configuration: TOML file -> typed, validated models.
 
+[engine], [cache] and [interpolation] are the engine's own option types (engine/options.py), so their
+defaults and bounds are written once; tests/test_single_source.py holds default.toml and the README to them.
+
 Every problem in a file is reported at once, one line each, naming the key, the value and what is
 allowed (`ConfigError.lines`). The CLI prints them and exits with status 2 before anything starts.
 """
@@ -14,6 +17,7 @@ import tomli_w
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 
 from engine.options import CacheOptions, InterpolationOptions, ModelOptions, Options, Seed, Steps
+from engine.registry import ENGINE_NAMES
 
 
 # Sections are engine.options models: the engine owns the defaults and bounds of [engine], [cache] and
@@ -26,7 +30,7 @@ InterpolationConfig = InterpolationOptions
 
 class EngineConfig(ModelOptions):
     # "auto": flux2 with CUDA and weights, else flux2-tiny (vcam.inference.engine_choice)
-    name: Literal["auto", "passthrough", "flux2", "flux2-tiny"] = "auto"
+    name: Literal[("auto", *ENGINE_NAMES)] = "auto"  # type: ignore[valid-type]
 
 
 class SourceConfig(_Section):
