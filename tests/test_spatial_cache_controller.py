@@ -11,7 +11,7 @@ from diffusers.models.transformers.transformer_flux2 import Flux2Transformer2DMo
 
 from engine.flux2.latents import image_ids
 from engine.flux2.text import text_ids
-from engine.spatial_cache import CacheKey, CacheSettings, SpatialCache, TokenLayout, flop_counter
+from engine.spatial_cache import CacheKey, CacheOptions, SpatialCache, TokenLayout, flop_counter
 
 CIN, JOINT, TEXT, EXTRA = 16, 32, 16, 6
 
@@ -33,7 +33,7 @@ def cell_tokens(frame: np.ndarray, channels: int = CIN) -> torch.Tensor:
 class ToyEditor:
     """The per-frame work of an editing engine, minus the VAE and text encoder."""
 
-    def __init__(self, model: Flux2Transformer2DModel, settings: CacheSettings | None) -> None:
+    def __init__(self, model: Flux2Transformer2DModel, settings: CacheOptions | None) -> None:
         self.model = model
         self.cache = SpatialCache(model, settings) if settings is not None else None
         self.velocities: list[torch.Tensor] = []
@@ -109,7 +109,7 @@ def check_equals_unpatched(model, cached: ToyEditor, out: torch.Tensor, f: np.nd
 
 @pytest.mark.timeout(60)
 def test_all_active_equals_unpatched_at_every_step_and_same_frame_twice_is_exact_and_free(model):
-    ed = ToyEditor(model, CacheSettings())
+    ed = ToyEditor(model, CacheOptions())
     f = frame()
     first = ed.edit(f)
     assert ed.cache.stats["dense"] == 1.0 and ed.cache.last_mask.all()
@@ -123,7 +123,7 @@ def test_all_active_equals_unpatched_at_every_step_and_same_frame_twice_is_exact
 
 @pytest.mark.timeout(60)
 def test_executed_flops_follow_the_active_fraction(model):
-    settings = CacheSettings(halo=0, refresh_period=30)
+    settings = CacheOptions(halo=0, refresh_period=30)
     f0 = frame()
     dense_flops, _ = counted(lambda: ToyEditor(model, None).edit(f0))
     for cells, bound in (([(1, 1), (1, 2), (5, 5), (6, 2), (3, 7), (7, 0)], 0.20), ([(r, c) for r in range(8) for c in range(4)], 0.60)):
@@ -141,7 +141,7 @@ def test_executed_flops_follow_the_active_fraction(model):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("change", ["prompt", "seed", "steps", "resolution", "reference"])
 def test_each_key_change_recomputes_everything(model, change):
-    ed = ToyEditor(model, CacheSettings())
+    ed = ToyEditor(model, CacheOptions())
     f = frame()
     ed.edit(f, reference="style-a")
     ed.edit(f, reference="style-a")
@@ -167,7 +167,7 @@ def test_each_key_change_recomputes_everything(model, change):
 
 @pytest.mark.timeout(60)
 def test_active_fraction_above_rho_runs_dense(model):
-    ed = ToyEditor(model, CacheSettings(rho=0.5))
+    ed = ToyEditor(model, CacheOptions(rho=0.5))
     f0, f1 = frame(0), frame(1)
     ed.edit(f0)
     out = ed.edit(f1)
