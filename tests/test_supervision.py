@@ -237,12 +237,15 @@ class _PickyEngine(_MaskEngine):
         self.style = ref
 
 
+OFF = {"method": "none", "factor": 1}
+
+
 def test_a_live_change_that_fails_keeps_its_old_value_and_the_others_apply(worker):
     w, _, _ = worker
     w.engine = _PickyEngine()
-    w.apply(Settings(3, "x", 0, 2, style_reference="/tmp/style.png", cache={"tau": -1}))
+    w.apply(Settings(3, "x", 0, 2, style_reference="/tmp/style.png", interpolation=OFF, cache={"tau": -1}))
     assert w.engine.style == "/tmp/style.png"
     assert w.status()["settings_error"] == "settings 3 not fully applied: cache: tau out of range"
     w.engine = _MaskEngine()  # the base interface accepts both (no cache, no style): nothing to report
-    w.apply(Settings(4, "x", 0, 2, style_reference="/tmp/style.png", cache={"tau": 4.0}))
+    w.apply(Settings(4, "x", 0, 2, style_reference="/tmp/style.png", interpolation=OFF, cache={"tau": 4.0}))
     assert w.status()["settings_error"] is None
