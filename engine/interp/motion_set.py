@@ -18,6 +18,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from engine.image import cover_resize
+
 Shape = Literal["ellipse", "rect", "polygon"]
 SS = 2  # supersampling factor
 
@@ -150,11 +152,7 @@ def _sprite(img: np.ndarray, sp: Sprite, t: float, W: int, H: int) -> None:
     """Composite the sprite at its pose at time t onto img (SS resolution, float32, in place)."""
     tex = texture(sp.texture)
     w, h = max(8, int(round(sp.size[0] * W * SS))), max(8, int(round(sp.size[1] * H * SS)))
-    # sprite content: the central crop of the texture scaled to cover (w, h)
-    s = max(w / tex.shape[1], h / tex.shape[0]) * 1.05
-    patch = cv2.resize(tex, (int(np.ceil(tex.shape[1] * s)), int(np.ceil(tex.shape[0] * s))), interpolation=cv2.INTER_AREA)
-    y0, x0 = (patch.shape[0] - h) // 2, (patch.shape[1] - w) // 2
-    patch = patch[y0:y0 + h, x0:x0 + w]
+    patch = cover_resize(tex, w, h)  # sprite content: the central crop of the texture scaled to cover (w, h)
     mask = _shape_mask(sp.shape, w, h)
     cx = (sp.start[0] * W + t * sp.move[0]) * SS
     cy = (sp.start[1] * H + t * sp.move[1]) * SS
