@@ -9,10 +9,11 @@ is taken as it is, so engines and the spatial cache never check the same bound a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Mapping, get_args
+from typing import Annotated, Any, ClassVar, Literal, Mapping, get_args, get_origin
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from engine.errors import EngineConfigError
 from engine.flux2.catalog import KLEIN_MODELS
@@ -66,7 +67,8 @@ def allowed(model: type[BaseModel], loc: tuple) -> str:
     """The bounds a field declares, in words ("1-8", "a multiple of 16 in 16-2048"), from its metadata."""
     field = None
     for part in loc:
-        if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
+        model = next((a for a in (model, *get_args(model)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if isinstance(part, int) or model is None:  # a list item, or no model to look into
             continue
         field = model.model_fields.get(str(part))
         if field is None:
@@ -74,13 +76,16 @@ def allowed(model: type[BaseModel], loc: tuple) -> str:
         model = field.annotation
     if field is None:
         return ""
-    bounds = {k: getattr(m, k) for m in field.metadata for k in ("ge", "gt", "le", "lt", "multiple_of") if hasattr(m, k)}
-    lo = bounds.get("ge", bounds.get("gt"))
-    hi = bounds.get("le", bounds.get("lt"))
-    text = f"{lo}-{hi}" if lo is not None and hi is not None else f">= {lo}" if lo is not None else \
-        f"<= {hi}" if hi is not None else ""
-    if "multiple_of" in bounds:
-        text = f"a multiple of {bounds['multiple_of']}" + (f" in {text}" if text else "")
+    meta = list(field.metadata)
+    for arg in get_args(field.annotation):  # `Steps | None`: the bounds sit on the Annotated member
+        if get_origin(arg) is Annotated:
+            meta += [x for m in get_args(arg)[1:] for x in (m.metadata if isinstance(m, FieldInfo) else [m])]
+    b = {k: getattr(m, k) for m in meta for k in ("ge", "gt", "le", "lt", "multiple_of") if hasattr(m, k)}
+    parts = [f"{b['ge']}-{b['le']}"] if "ge" in b and "le" in b else \
+        [f"{op} {b[k]}" for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if k in b]
+    text = ", ".join(parts)
+    if "multiple_of" in b:
+        text = f"a multiple of {b['multiple_of']}" + (f" in {text}" if text else "")
     return text
 
 

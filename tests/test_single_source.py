@@ -184,3 +184,19 @@ def test_engine_defaults_are_written_only_in_engine_options(pattern, what):
             for n, line in enumerate(p.read_text().splitlines(), 1)
             if re.search(pattern, line)]
     assert not hits, f"{what} written outside engine/options.py: {hits}"
+
+
+def test_config_and_engine_errors_state_the_same_bound():
+    """Validated once per entry point, by the same type: the config and the engine API say the same."""
+    from engine.errors import EngineConfigError
+    from engine.options import EngineOptions, ModelOptions
+    from vcam.config import ConfigError
+
+    with pytest.raises(ConfigError) as cfg_err:
+        load_config(overrides={"engine.steps": 12, "presets": [{"name": "a", "prompt": "b", "steps": 12}]})
+    with pytest.raises(EngineConfigError) as eng_err:
+        EngineOptions.parse(steps=12)
+    with pytest.raises(EngineConfigError) as frame_err:
+        ModelOptions.check("steps", 12)  # a per-frame override
+    hint = f"(allowed: 1-{engine_options.MAX_STEPS})"
+    assert str(cfg_err.value).count(hint) == 2 and hint in str(eng_err.value) and hint in str(frame_err.value)

@@ -17,6 +17,7 @@ import tomli_w
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 
 from engine.options import CacheOptions, InterpolationOptions, ModelOptions, Options, Seed, Steps
+from engine.options import allowed as declared_bounds
 from engine.registry import ENGINE_NAMES
 
 
@@ -158,7 +159,8 @@ def format_errors(exc: ValidationError, model: type[BaseModel] = Config) -> list
                 allowed = ", ".join(parent.model_fields)
                 lines.append(f"{key}{shown}: unknown key; allowed keys here: {allowed}")
                 continue
-        lines.append(f"{key}{shown}: {_allowed(err)}")
+        bounds = declared_bounds(model, err["loc"]) if err["type"] not in ("literal_error", "value_error") else ""
+        lines.append(f"{key}{shown}: {_allowed(err)}" + (f" (allowed: {bounds})" if bounds else ""))
     return lines
 
 
