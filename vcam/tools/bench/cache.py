@@ -1,8 +1,9 @@
 """`fluxrt-cam bench cache`: dense vs spatially cached transformer at fixed active fractions.
 
-The model has klein's head size (128), RoPE axes and token counts for 512x512 editing (1024 noise +
-1024 reference + 512 text tokens), with reduced width and depth (random weights) so the run fits in
-a minute on 2 CPU cores. Per active fraction a, on the synthetic scene whose moving area is a:
+The model is engine.flux2.tiny's transformer recipe with klein's head size (128), RoPE axes and token
+counts for 512x512 editing (1024 noise + 1024 reference + 512 text tokens), with reduced width and depth
+(random weights) so the run fits in a minute on 2 CPU cores. Per active fraction a, on the synthetic
+scene whose moving area is a:
 
 1. frame 0 runs dense through the cached forward (filling every cache);
 2. frame k (the object moved) runs with the round(a * cells) most-changed cells active, text and
@@ -201,5 +202,5 @@ def format_table(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         lines.append(f"{r['active']:>6.2f} {r['dense_ms']:>10.1f} {r['cached_ms']:>10.1f} {r['speedup']:>7.2f}x "
                      f"{r['flop_ratio']:>10.3f} {r['psnr_db']:>8.1f}")
-    lines.append("PSNR: cached vs dense output of this random-weight model (capped at 100 dB); see vcam/bench/cache.py")
+    lines.append("PSNR: cached vs dense output of this random-weight model (capped at 100 dB); see vcam/tools/bench/cache.py")
     return "\n".join(lines)
