@@ -80,7 +80,7 @@ def test_settings_patch_and_mode(http, state):
     s = r.json()
     assert (s["seed"], s["steps"], s["cache"]["tau"], s["interpolation"]["method"], s["interpolation"]["factor"]) == \
         (7, 4, 3.5, "blend", 4)
-    assert s["cache"]["halo"] == state.settings.cache["halo"]  # untouched fields keep their values
+    assert s["cache"]["halo"] == state.settings.cache.halo  # untouched fields keep their values
     assert s["prompt_version"] == v0 + 1
     assert http.put("/api/mode", json={"mode": "paused"}).json()["mode"] == "paused"
     assert http.patch("/api/settings", json={"mode": "passthrough"}).json()["mode"] == "passthrough"

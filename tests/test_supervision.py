@@ -14,6 +14,7 @@ import torch
 
 from engine import EditResult, Engine, EngineStats, PassthroughEngine
 from engine.interp.base import Interpolator
+from engine.options import CacheOptions, InterpolationOptions
 
 from tests.daemon_helpers import daemon_config, wait_until
 from vcam.supervisor.child import Links, run_child
@@ -126,7 +127,7 @@ def test_worker_writes_each_group_whole_into_the_output_channel(worker):
     the engine frame, each slot holding the right pixels, group numbers and the engine's mask."""
     w, reader, shape = worker
     w.engine = _MaskEngine()
-    w.apply(Settings(4, "x", 0, 2, interpolation={"method": "blend", "factor": 3}))
+    w.apply(Settings(4, "x", 0, 2, interpolation=InterpolationOptions(method="blend", factor=3)))
     w.process(np.full(shape, 30, np.uint8), FrameMeta(1, 1.0))
     w.process(np.full(shape, 90, np.uint8), FrameMeta(2, 2.0))
     got, lost = reader.read_new()
@@ -138,7 +139,7 @@ def test_worker_writes_each_group_whole_into_the_output_channel(worker):
     assert all(m.prompt_version == 4 and m.mask is not None and m.mask.sum() == 1 and m.mask[1, 2] for m in metas)
     st = w.status()
     assert st["frames"] == 2 and st["interpolator"] == "blend" and st["host_copy"] == "cpu"
-    w.apply(Settings(5, "x", 0, 2, mode="passthrough", interpolation={"method": "blend", "factor": 3}))
+    w.apply(Settings(5, "x", 0, 2, mode="passthrough", interpolation=InterpolationOptions(method="blend", factor=3)))
     w.process(np.full(shape, 120, np.uint8), FrameMeta(3, 3.0))
     got, _ = reader.read_new()
     assert [m.mask for _, m in got] == [None] * 3  # no engine ran: no mask
@@ -231,21 +232,21 @@ class _PickyEngine(_MaskEngine):
     style = None
 
     def configure_cache(self, options):
-        raise ValueError("cache: tau out of range")
+        raise MemoryError("cache: no device memory for the cache buffers")
 
     def set_style_reference(self, ref):
         self.style = ref
 
 
-OFF = {"method": "none", "factor": 1}
+OFF = InterpolationOptions(method="none", factor=1)
 
 
 def test_a_live_change_that_fails_keeps_its_old_value_and_the_others_apply(worker):
     w, _, _ = worker
     w.engine = _PickyEngine()
-    w.apply(Settings(3, "x", 0, 2, style_reference="/tmp/style.png", interpolation=OFF, cache={"tau": -1}))
+    w.apply(Settings(3, "x", 0, 2, style_reference="/tmp/style.png", interpolation=OFF, cache=CacheOptions(tau=200.0)))
     assert w.engine.style == "/tmp/style.png"
-    assert w.status()["settings_error"] == "settings 3 not fully applied: cache: tau out of range"
+    assert w.status()["settings_error"] == "settings 3 not fully applied: cache: no device memory for the cache buffers"
     w.engine = _MaskEngine()  # the base interface accepts both (no cache, no style): nothing to report
-    w.apply(Settings(4, "x", 0, 2, style_reference="/tmp/style.png", interpolation=OFF, cache={"tau": 4.0}))
+    w.apply(Settings(4, "x", 0, 2, style_reference="/tmp/style.png", interpolation=OFF, cache=CacheOptions(tau=4.0)))
     assert w.status()["settings_error"] is None

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from engine.options import CacheOptions, InterpolationOptions
+
 Mode = Literal["live", "passthrough", "paused"]
 
 
@@ -21,8 +23,9 @@ class Settings:
     mode: Mode = "live"
     preset: str | None = None
     style_reference: str | None = None
-    cache: dict[str, Any] = field(default_factory=dict)  # CacheConfig fields
-    interpolation: dict[str, Any] = field(default_factory=dict)  # InterpolationConfig fields
+    # validated where they were set (config, control API): the inference process takes them as they are
+    cache: CacheOptions = field(default_factory=CacheOptions)
+    interpolation: InterpolationOptions = field(default_factory=InterpolationOptions)
 
 
 @dataclass

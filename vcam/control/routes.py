@@ -23,7 +23,6 @@ Nothing here logs a request line: uvicorn's access log is off because `?token=` 
 (No `from __future__ import annotations`: FastAPI reads the endpoints' annotations, and one of the
 bodies is a class local to `create_app`.)
 """
-import dataclasses
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -57,7 +56,7 @@ Overlay = Literal["none", "cells"]
 
 
 def settings_dict(s: Settings) -> dict[str, Any]:
-    return dataclasses.asdict(s)
+    return json_safe(s)
 
 
 def create_app(state: ControlState, status: StatusFn, token: str | None, *, stream: StreamSource | None = None,

@@ -40,8 +40,8 @@ class ControlState:
             preset=start.name if start else None,
             style_reference=str(start.style_reference) if start and start.style_reference else (
                 str(cfg.engine.style_reference) if cfg.engine.style_reference else None),
-            cache=cfg.cache.model_dump(),
-            interpolation=cfg.interpolation.model_dump(mode="json"),
+            cache=cfg.cache,
+            interpolation=cfg.interpolation,
         )
         # what a preset without seed / steps / style falls back to: the engine's configuration
         self._defaults = (cfg.engine.seed, cfg.engine.steps,
@@ -126,12 +126,12 @@ class ControlState:
             try:
                 EngineConfig.model_validate({k: changes[k] for k in ("seed", "steps") if k in changes})
                 if cache is not None:
-                    changes["cache"] = CacheConfig.model_validate({**self._settings.cache, **cache}).model_dump()
+                    changes["cache"] = CacheConfig.model_validate({**self._settings.cache.model_dump(), **cache})
                 if interpolation is not None:
-                    merged = {**self._settings.interpolation, **interpolation}
+                    merged = {**self._settings.interpolation.model_dump(), **interpolation}
                     if "factor" in interpolation:
                         merged["exp"] = None
-                    changes["interpolation"] = InterpolationConfig.model_validate(merged).model_dump(mode="json")
+                    changes["interpolation"] = InterpolationConfig.model_validate(merged)
             except ValidationError as e:
                 raise ControlError("; ".join(format_errors(e, EngineConfig))) from None
             if not changes:

@@ -62,7 +62,7 @@ class InferenceWorker:
         if problems:
             log.error("%s", self.settings_error)
         it = s.interpolation
-        key = (it.get("method"), it.get("factor"), it.get("model_path"))
+        key = (it.method, it.factor, it.model_path)
         if key != self.interp_key:
             self.interp_key = key
             interp, note = build_interpolator(key[0], key[1], key[2], str(self.engine.device),
@@ -92,7 +92,7 @@ class InferenceWorker:
             "interp_errors": self.interp.errors if self.interp else 0,
             "last_interp_error": self.interp.last_error if self.interp else None,
             "host_copy": self.host_copy.mode,
-            "factor": (s.interpolation.get("factor", 1) if s else 1) if self.interp else 1,
+            "factor": s.interpolation.factor if s and self.interp else 1,
         }
 
     def run(self) -> None:
@@ -135,7 +135,7 @@ class InferenceWorker:
                 return
             out = result.frame
             mask = result.mask if s.mode == "live" else None  # the cells the spatial cache recomputed
-        group = self.group_frames(out, int(s.interpolation.get("factor", 1)))
+        group = self.group_frames(out, s.interpolation.factor)
         self.prev_out = out
         done = time.monotonic()
         self.edit_ms = (done - t0) * 1000
