@@ -57,14 +57,19 @@ def test_bench_engine_cli_table_cache_off(tiny_cache):
     assert "spatial cache: off" in r.stdout and "median active fraction" not in r.stdout
 
 
-def test_device_label():
+def test_device_label_names_the_processor_and_its_threads():
+    import platform
+
     import torch
 
     from vcam.tools.bench import device_label
 
     label = device_label("cpu")
-    assert label == device_label(torch.device("cpu")) and label.startswith("cpu (")
-    assert label.endswith(f", {torch.get_num_threads()} torch threads)")
+    assert label.endswith(f", {torch.get_num_threads()} torch threads)"), label
+    if platform.system() == "Linux":  # the processor's own name, as the kernel reports it
+        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+        assert names and label.startswith(f"cpu ({names[0]}, "), label
+    assert device_label("meta") == "meta"  # no processor to name: just the device
 
 
 def test_bench_engine_bad_config_exits_2():

@@ -110,22 +110,46 @@ def measure_pacing(engine_fps: float = 8.0, factor: int = 4, seconds: float = 10
     try:
         _wait_for_frames(d)
         time.sleep(1.0)
+        start = _settled_counts(d)  # source paused, pipeline drained: made and shown are exact here
+        d.capture.pause(False)
+        time.sleep(1.0)
         d.supervisor.reset_output_stats()
         a = d.status()
         time.sleep(seconds)
         b = d.status()
+        end = _settled_counts(d)
     finally:
         d.stop()
     o0, o1 = a["output"], b["output"]
-    delta = {k: o1[k] - o0[k] for k in ("groups", "engine_frames_shown", "repeats", "dropped_interpolated", "lost")}
+    delta = {k: o1[k] - o0[k] for k in ("repeats", "dropped_interpolated", "lost")}
     return {
         "engine_fps": engine_fps, "factor": factor, "output_fps": out_fps, "seconds": seconds,
         "interval_mean_ms": o1["interval_mean_ms"], "interval_std_ms": o1["interval_std_ms"],
-        "engine_frames_made": b["inference"]["frames"] - a["inference"]["frames"],
-        "engine_frames_received": delta["groups"], "engine_frames_shown": delta["engine_frames_shown"],
+        **{k: end[k] - start[k] for k in ("engine_frames_made", "engine_frames_received", "engine_frames_shown")},
         "repeated_frames": delta["repeats"], "dropped_interpolated": delta["dropped_interpolated"],
         "lost_frames": delta["lost"],
     }
+
+
+def _settled_counts(d: Daemon, timeout: float = 15.0) -> dict[str, int]:
+    """Pause the source and wait until the engine frames made, received and shown stop changing.
+
+    Children report every 0.5 s, each at its own phase: counts read while frames flow are up to half a
+    second stale, and differently so for the inference and the output process (+-4 frames at 8 fps).
+    With the source paused every frame made reaches the camera, so counts read once they stand still are
+    exact and comparable; the window between two such readings is then measured exactly."""
+    d.capture.pause(True)
+    last: dict[str, int] | None = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.75)  # longer than a report interval: a change since the last look would show
+        s = d.status()
+        now = {"engine_frames_made": s["inference"]["frames"], "engine_frames_received": s["output"]["groups"],
+               "engine_frames_shown": s["output"]["engine_frames_shown"]}
+        if now == last:
+            return now
+        last = now
+    raise RuntimeError(f"frame counts did not settle within {timeout:.0f} s of pausing the source: {last}")
 
 
 def run_bench(seconds: float = 5.0, pacing_seconds: float = 10.0, fps: float = 30.0,
