@@ -9,9 +9,9 @@ from vcam.tools.doctor import Check
 STATUS = {"daemon": {
     "settings": {"prompt": "a [bold] watercolor", "prompt_version": 3, "preset": None, "mode": "edit"},
     "inference": {"engine": "flux2-tiny", "engine_fps": 2.5, "stages_ms": {"denoise": 300.0}, "interpolator": "flow",
-                  "factor": 4, "last_error": "exited with code 1", "restarts": 2},
+                  "factor": 4, "interp_errors": 3, "last_error": "exited with code 1", "restarts": 2},
     "output": {"showing": "engine", "sent": 120, "latency_p50_ms": 41.0},
-    "stream_url": "http://127.0.0.1:8765/stream.mjpg",
+    "stream_url": "http://127.0.0.1:8766/stream.mjpg",
     "obs": {"enabled": True, "connected": False, "last_error": "connection refused"},
 }}
 
@@ -29,7 +29,7 @@ def test_status_is_one_aligned_row_per_topic_and_the_prompt_is_not_markup(monkey
     assert labels == ["prompt", "engine", "interp", "output", "stream", "obs", "inference"]
     assert len({line.index(line.split()[1]) for line in out}) == 1  # the values start in one column
     assert "'a [bold] watercolor' (version 3, preset -, mode edit)" in out[0]
-    assert "2.5 fps" in out[1] and "denoise 300.0 ms" in out[1] and "flow x4" in out[2]
+    assert "2.5 fps" in out[1] and "denoise 300.0 ms" in out[1] and "flow x4, 3 groups failed (blended)" in out[2]
     assert "not connected, last error: connection refused" in out[5]
     assert "restarted 2x, last error: exited with code 1" in out[6]
 

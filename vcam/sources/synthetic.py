@@ -24,7 +24,7 @@ def _photo(name: str) -> np.ndarray:
 
 
 class SyntheticScene:
-    def __init__(self, width: int, height: int, dynamic_fraction: float = 0.1, seed: int = 0):
+    def __init__(self, width: int, height: int, dynamic_fraction: float, seed: int = 0):  # defaults: [source]
         if not 0.0 <= dynamic_fraction <= 1.0:
             raise ValueError(f"dynamic_fraction must be within 0..1, got {dynamic_fraction}")
         self.width, self.height, self.fraction, self.seed = width, height, dynamic_fraction, seed

@@ -179,6 +179,7 @@ def status(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = Fal
         ("engine", f"{inf.get('engine', '?')}  {inf.get('engine_fps', 0):.1f} fps  stages "
          + ", ".join(f"{k} {v:.1f} ms" for k, v in (inf.get("stages_ms") or {}).items())),
         ("interp", f"{inf.get('interpolator') or 'none'} x{inf.get('factor', 1)}"
+         + (f", {inf['interp_errors']} groups failed (blended)" if inf.get("interp_errors") else "")
          + (f"  ({inf['interpolator_note']})" if inf.get("interpolator_note") else "")),
         ("output", f"showing {out.get('showing', '?')}, {out.get('sent', 0)} frames sent, "
          f"latency p50 {out.get('latency_p50_ms') or 0:.1f} ms"),
