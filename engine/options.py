@@ -9,7 +9,7 @@ is taken as it is, so engines and the spatial cache never check the same bound a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Mapping, get_args, get_origin
+from typing import Annotated, Any, Callable, ClassVar, Literal, Mapping, get_args, get_origin
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
@@ -36,7 +36,7 @@ class Options(BaseModel):
     are validated, and a number given for a text key is text (`--set source.webcam=1`, a numeric password)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
-    what: ClassVar[str] = "option"  # how an unknown key is named in errors
+    what: ClassVar[str] = "key"  # how an unknown key is named in errors
 
     @classmethod
     def parse(cls, options: Any = None, /, **changes: Any):
@@ -89,12 +89,14 @@ def allowed(model: type[BaseModel], loc: tuple) -> str:
     return text
 
 
-def describe_errors(exc: ValidationError, model: type[BaseModel]) -> list[str]:
-    """One line per problem: `key = value: what is wrong (allowed: ...)`."""
+def describe_errors(exc: ValidationError, model: type[BaseModel],
+                    secret: Callable[[tuple], bool] = lambda loc: False) -> list[str]:
+    """One line per problem: `key = value: what is wrong (allowed: ...)`; values at `secret` keys are masked."""
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(options)"
-        shown = "" if isinstance(err.get("input"), (dict, BaseModel)) else f" = {err.get('input')!r}"
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        value = err.get("input")
+        shown = "" if isinstance(value, (dict, BaseModel)) else " = ********" if secret(err["loc"]) else f" = {value!r}"
         if err["type"] == "extra_forbidden":
             lines.append(f"{key}{shown}: unknown {_what(model, err['loc'][:-1])}; allowed: "
                          f"{', '.join(_fields(model, err['loc'][:-1]))}")
@@ -105,15 +107,18 @@ def describe_errors(exc: ValidationError, model: type[BaseModel]) -> list[str]:
 
 
 def _section(model: type[BaseModel], loc: tuple) -> type[BaseModel]:
+    """The model that holds the key at `loc` (list items included: `presets.0.name` -> Preset)."""
     for part in loc:
-        ann = model.model_fields[str(part)].annotation if str(part) in model.model_fields else None
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
+        field = model.model_fields.get(str(part))
+        if field is None:  # a list index
+            continue
+        ann = field.annotation
+        model = next((a for a in (ann, *get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)), model)
     return model
 
 
 def _what(model: type[BaseModel], loc: tuple) -> str:
-    return getattr(_section(model, loc), "what", "option")
+    return getattr(_section(model, loc), "what", "key")
 
 
 def _fields(model: type[BaseModel], loc: tuple) -> list[str]:

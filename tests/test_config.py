@@ -44,7 +44,7 @@ def test_every_problem_is_one_line_naming_key_value_and_allowed(tmp_path):
     text = "\n".join(lines)
     assert "engine.steps = 12" in text and "less than or equal to 8" in text
     assert "engine.width = 500" in text and "multiple of 16" in text
-    assert "engine.stepz = 3: unknown key" in text and "steps" in text  # lists the allowed keys
+    assert "engine.stepz = 3: unknown engine option" in text and "steps" in text  # lists the allowed keys
     assert "source.kind = 'cam'" in text and "'synthetic', 'webcam' or 'file'" in text
     assert "source.fps = 'fast'" in text
 

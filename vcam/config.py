@@ -16,8 +16,7 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 
-from engine.options import CacheOptions, InterpolationOptions, ModelOptions, Options, Seed, Steps
-from engine.options import allowed as declared_bounds
+from engine.options import CacheOptions, InterpolationOptions, ModelOptions, Options, Seed, Steps, describe_errors
 from engine.registry import ENGINE_NAMES
 
 
@@ -137,45 +136,9 @@ class ConfigError(Exception):
         self.lines = lines
 
 
-def _allowed(err: dict[str, Any]) -> str:
-    ctx = err.get("ctx") or {}
-    if err["type"] == "extra_forbidden":
-        return "unknown key; remove it or check its spelling"
-    if err["type"] == "literal_error":
-        return f"allowed: {ctx.get('expected')}"
-    return err["msg"]
-
-
 def format_errors(exc: ValidationError, model: type[BaseModel] = Config) -> list[str]:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        value = err.get("input")
-        secret = any("password" in str(p) or "token" in str(p) for p in err["loc"])
-        shown = "" if isinstance(value, dict) else " = ********" if secret else f" = {value!r}"
-        if err["type"] == "extra_forbidden":
-            parent = _section_model(model, err["loc"][:-1])
-            if parent is not None:
-                allowed = ", ".join(parent.model_fields)
-                lines.append(f"{key}{shown}: unknown key; allowed keys here: {allowed}")
-                continue
-        bounds = declared_bounds(model, err["loc"]) if err["type"] not in ("literal_error", "value_error") else ""
-        lines.append(f"{key}{shown}: {_allowed(err)}" + (f" (allowed: {bounds})" if bounds else ""))
-    return lines
-
-
-def _section_model(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    cur: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = cur.model_fields.get(part) if hasattr(cur, "model_fields") else None
-        if field is None:
-            return None
-        ann = field.annotation
-        inner = getattr(ann, "__args__", None)
-        cur = inner[0] if inner and isinstance(inner[0], type) else ann
-    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+    """One line per problem, naming the key (passwords and tokens masked)."""
+    return describe_errors(exc, model, secret=lambda loc: any("password" in str(p) or "token" in str(p) for p in loc))
 
 
 def default_toml() -> str:

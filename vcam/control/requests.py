@@ -78,8 +78,10 @@ def prompt_request(limit: int) -> type[Body]:
     """The PUT /api/prompt body; its length limit is the daemon's control.max_prompt_length."""
 
     class PromptRequest(Body):
-        prompt: str = Field(min_length=1, max_length=limit, pattern=r"\S",
-                            description=f"At most {limit} characters, not only whitespace")
+        # at least one character that is neither whitespace nor a control character: the state strips with
+        # Python's str.strip, which also strips \x1c-\x1f (not whitespace to a JSON Schema regex's \s)
+        prompt: str = Field(min_length=1, max_length=limit, pattern=r"[^\s\x00-\x1f\x7f]",
+                            description=f"At most {limit} characters, not only whitespace or control characters")
 
     return PromptRequest
 

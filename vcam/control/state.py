@@ -13,10 +13,21 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from vcam.config import CacheConfig, Config, EngineConfig, InterpolationConfig, Preset, format_errors
+from engine.options import CacheOptions, InterpolationOptions, Options, Seed, Steps
+from vcam.config import Config, Preset, format_errors
 from vcam.messages import Mode, Settings
 
 Listener = Callable[[Settings], None]
+
+
+class LiveSettings(Options):
+    """What `ControlState.update` changes, validated as the config validates it: one validation, and its
+    errors name the key as a config file would (`cache.tau`, `steps`) with the declared bounds."""
+
+    seed: Seed
+    steps: Steps
+    cache: CacheOptions
+    interpolation: InterpolationOptions
 
 
 class ControlError(ValueError):
@@ -123,17 +134,20 @@ class ControlState:
                 raise ControlError(f"mode {mode!r}; allowed: live, passthrough, paused")
             changes["mode"] = mode
         with self._lock:  # merged into the current cache / interpolation settings
+            cur = self._settings
+            interp = {**cur.interpolation.model_dump(), **(interpolation or {})}
+            if interpolation and "factor" in interpolation:
+                interp["exp"] = None  # an explicit factor replaces the exp it came from
             try:
-                EngineConfig.model_validate({k: changes[k] for k in ("seed", "steps") if k in changes})
-                if cache is not None:
-                    changes["cache"] = CacheConfig.model_validate({**self._settings.cache.model_dump(), **cache})
-                if interpolation is not None:
-                    merged = {**self._settings.interpolation.model_dump(), **interpolation}
-                    if "factor" in interpolation:
-                        merged["exp"] = None
-                    changes["interpolation"] = InterpolationConfig.model_validate(merged)
+                live = LiveSettings.model_validate({
+                    "seed": changes.get("seed", cur.seed), "steps": changes.get("steps", cur.steps),
+                    "cache": {**cur.cache.model_dump(), **(cache or {})}, "interpolation": interp})
             except ValidationError as e:
-                raise ControlError("; ".join(format_errors(e, EngineConfig))) from None
+                raise ControlError("; ".join(format_errors(e, LiveSettings))) from None
+            if cache is not None:
+                changes["cache"] = live.cache
+            if interpolation is not None:
+                changes["interpolation"] = live.interpolation
             if not changes:
                 raise ControlError("nothing to change")
             return self._commit(**changes)
