@@ -78,6 +78,8 @@ def test_reads_the_channel_only_while_wanted_and_shows_a_card_when_frames_stop(c
     assert abs(decode(source.snapshot(False)).mean() - 200) < 5
     source.set_mode("paused")
     wait_until(lambda: source.showing == "card: paused", timeout=5)  # after stall_timeout_s without frames
+    source.notice = lambda: "engine restarting (killed by signal 9)"  # the supervisor's notice, as on the camera
+    wait_until(lambda: source.showing == "card: paused / engine restarting (killed by signal 9)", timeout=5)
 
 
 def test_groups_play_in_order(channel, source):

@@ -53,8 +53,9 @@ class Daemon:
                     from vcam.control.stream import StreamSource
 
                     # its own reader of OUTPUT: the stream does not depend on the output process
-                    self.stream = StreamSource(self.supervisor.output.spec, cfg.output.fps,
-                                               cfg.output.stall_timeout_s).start()
+                    sup = self.supervisor
+                    self.stream = StreamSource(sup.output.spec, cfg.output.fps, cfg.output.stall_timeout_s,
+                                               notice=lambda: sup.notice_text).start()
                     self.stream.set_mode(self.state.settings.mode)
                     self.state.subscribe(lambda s: self.stream.set_mode(s.mode))
                 self.api = start_api_server(cfg.control, self.state, self.status, self.stream)

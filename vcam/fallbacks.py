@@ -72,7 +72,7 @@ POLICY: dict[str, Fallback] = {
         "the next interpolation settings build it again"),
     "interp_group": Fallback(
         "the interpolator raises on one group (e.g. out of GPU memory)",
-        "`blend` for that group only",
+        f"`blend` for that group and the next {INTERP_RETRY_GROUPS}",
         "`interp_errors` (count), `interpolator_note`: \"{name} failed ({error}); blend for now, retrying in "
         f"{INTERP_RETRY_GROUPS} groups\"",
         f"the configured interpolator is tried again after {INTERP_RETRY_GROUPS} groups; a success clears the note"),
@@ -130,7 +130,7 @@ def build_engine(cfg: Config) -> EngineBuild:
 
 
 # ---- interpolation -----------------------------------------------------------------------------------
-def build_interpolator(method: str, factor: int, model_path: str | None, device: str,
+def build_interpolator(method: str, factor: int, model_path: Path | str | None, device: str,
                        models_dir: Path) -> tuple[Interpolator | None, str | None]:
     """(interpolator, note); (None, None) when interpolation is off. Never raises."""
     if method == "none" or factor <= 1:

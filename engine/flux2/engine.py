@@ -144,7 +144,7 @@ class Flux2Engine(Engine):
         fresh cache, so the next frame recomputes everything with the new tau / halo / refresh period / rho."""
         from engine.spatial_cache import SpatialCache
 
-        settings = CacheOptions.parse(options)  # EngineConfigError naming the key, e.g. cache.tau
+        settings = CacheOptions.parse(options)  # taken as is when already a CacheOptions; else EngineConfigError naming the key
         if settings == self.cache_settings:
             return
         self.cache_settings = settings
@@ -240,7 +240,8 @@ class Flux2Engine(Engine):
         u8 = ((image.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0)
         clock.mark()
         if self.device.type == "cuda":
-            # the frame's one host sync, for the stage times; the frame itself stays on the device
+            # wait for the decode, for the stage times (the frame itself stays on the device). It keeps the host
+            # from queuing the interpolator's work behind the decode: the cost of per-stage timing
             clock.marks[-1].synchronize()
         prepare, denoise, decode = clock.intervals_ms()
         self.stats = EngineStats(stages_ms={"prepare": prepare, "denoise": denoise, "decode": decode},

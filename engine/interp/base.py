@@ -1,7 +1,8 @@
 """Frame interpolator interface: two RGB uint8 frames and timesteps in (0, 1) -> in-between frames.
 
-Frames are torch tensors (H, W, 3) uint8 on the device the engine left them on; the in-between frames
-come back on the same device, so a GPU pipeline copies each frame to the host once, at the very end.
+Frames are torch tensors (H, W, 3) uint8 on the device the engine left them on. A device interpolator (RIFE)
+returns the in-between frames on that device; a host interpolator (flow, blend) computes on the host and
+returns them there (CPU tensors): either way each frame is copied to the host once, at the very end.
 torch is imported lazily: building `flow` or `blend` on the CPU does not need it up front.
 """
 from __future__ import annotations
@@ -32,8 +33,8 @@ class Interpolator(abc.ABC):
 
     @abc.abstractmethod
     def interpolate(self, a: Tensor, b: Tensor, ts: Sequence[float]) -> list[Tensor]:
-        """Frames at each t in `ts` (0 < t < 1) between `a` (t=0) and `b` (t=1): uint8 (H, W, 3) tensors
-        on a's device."""
+        """Frames at each t in `ts` (0 < t < 1) between `a` (t=0) and `b` (t=1): uint8 (H, W, 3) tensors on
+        a's device (device interpolators) or on the CPU (host interpolators, which computed them there)."""
 
     def interpolate_numpy(self, a: np.ndarray, b: np.ndarray, ts: Sequence[float]) -> list[np.ndarray]:
         """`interpolate` for host arrays (scripts, benchmarks, tests): uint8 (H, W, 3) in and out."""
@@ -49,7 +50,8 @@ class Interpolator(abc.ABC):
 
 class HostInterpolator(Interpolator):
     """An interpolator that computes on host arrays (OpenCV, numpy). On a CPU tensor `.numpy()` and
-    `torch.from_numpy` are views, so the CPU path copies nothing; a GPU frame costs one copy each way."""
+    `torch.from_numpy` are views, so the CPU path copies nothing; GPU frames are copied in once, and the
+    results stay on the host (the caller's next stop is shared memory: no upload to copy straight back)."""
 
     def interpolate(self, a: Tensor, b: Tensor, ts: Sequence[float]) -> list[Tensor]:
         import torch
@@ -60,7 +62,7 @@ class HostInterpolator(Interpolator):
                 raise ValueError(f"frame {name} must be a uint8 (H, W, 3) torch tensor, got a {desc}; wrap a numpy "
                                  f"frame with torch.from_numpy, or call interpolate_numpy")
         frames = self.interpolate_numpy(a.cpu().numpy(), b.cpu().numpy(), ts)
-        return [torch.from_numpy(f).to(a.device) for f in frames]
+        return [torch.from_numpy(f) for f in frames]
 
     @abc.abstractmethod
     def interpolate_numpy(self, a: np.ndarray, b: np.ndarray, ts: Sequence[float]) -> list[np.ndarray]:

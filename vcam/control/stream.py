@@ -16,14 +16,14 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import cv2
 import numpy as np
 from fastapi.concurrency import run_in_threadpool
 
-from vcam.output.cards import status_card
+from vcam.output.cards import card_lines, status_card
 from vcam.output.scheduler import PresentationScheduler
 from vcam.shm import ChannelSpec, FrameChannel, FrameMeta
 
@@ -51,8 +51,10 @@ def multipart_part(jpeg: bytes) -> bytes:
 
 
 class StreamSource:
-    def __init__(self, spec: ChannelSpec, fps: float, stall_timeout_s: float, quality: int = 80):
+    def __init__(self, spec: ChannelSpec, fps: float, stall_timeout_s: float, quality: int = 80,
+                 notice: Callable[[], str | None] = lambda: None):
         self.spec, self.fps, self.stall_timeout_s, self.quality = spec, fps, stall_timeout_s, quality
+        self.notice = notice  # the supervisor's current notice (e.g. "engine restarting"), shown on the card
         self.mode = "live"
         self.watchers = 0
         self.showing = "nothing"
@@ -136,10 +138,10 @@ class StreamSource:
             self._stop.wait(min(1.0 / self.fps, max(0.0, (nxt or math.inf) - time.monotonic())))
 
     def _show_card(self) -> None:
-        text = "paused" if self.mode == "paused" else "waiting for the engine..."
+        lines = card_lines(self.mode, self.notice())
+        text = " / ".join(lines[1:])
         if self.showing != f"card: {text}":  # drawn and published once per text, not at every poll
-            self.publish(status_card(self.spec.width, self.spec.height, ["FluxRT Camera", text]), None,
-                         f"card: {text}")
+            self.publish(status_card(self.spec.width, self.spec.height, lines), None, f"card: {text}")
             self.counts["cards"] += 1
 
     def publish(self, frame: np.ndarray, mask: np.ndarray | None, showing: str = "frames") -> None:

@@ -53,9 +53,10 @@ class HostCopy:
             raise ValueError(f"frame {src.dtype} {tuple(src.shape)} does not fit the slot {dst.dtype} {dst.shape}")
         if src.device.type != "cuda":
             # numpy's single-threaded memcpy: torch's copy_ would wake its thread pool, whose spinning
-            # threads take the core the output process paces the camera on (bench pipeline: +2 ms p50, 3x jitter)
+            # threads take the core the output process paces the camera on (bench pipeline: +2 ms p50, 3x jitter).
+            # Other devices (mps) come to the host first: .numpy() works on CPU tensors only
             self.mode = "cpu"
-            np.copyto(dst, src.numpy())
+            np.copyto(dst, src.cpu().numpy())
             return
         out = torch.from_numpy(dst)  # a view of the slot: the copy lands in shared memory
         if not self._tried:
@@ -71,7 +72,7 @@ class HostCopy:
             self._staging.copy_(src, non_blocking=True)
         torch.cuda.current_stream(src.device).synchronize()  # the slot is published next: the copy must be done
         if self.mode == "staged":
-            out.copy_(self._staging)
+            np.copyto(dst, self._staging.numpy())  # single-threaded, as on the CPU path
 
     def close(self) -> None:
         if self._registered is not None:

@@ -99,11 +99,16 @@ class InferenceWorker:
         report(self.links, "inference", {"phase": "building engine"})
         built = build_engine(self.cfg)
         self.engine, self.engine_note, self.engine_error = built.engine, built.note, built.error
+        try:
+            self.serve()
+        finally:
+            self.host_copy.close()  # unlock the OUTPUT segment (CUDA) whichever way the loop ends
+
+    def serve(self) -> None:
         next_report = 0.0
         while parent_alive():
             for msg in drain(self.links.control):
                 if msg == STOP:
-                    self.host_copy.close()
                     return
                 if isinstance(msg, Settings):
                     self.apply(msg)

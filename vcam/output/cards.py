@@ -5,6 +5,14 @@ import cv2
 import numpy as np
 
 
+def card_lines(mode: str, notice: str | None = None) -> list[str]:
+    """The card's text, the same on the camera and on the stream: why there is no fresh frame."""
+    lines = ["FluxRT Camera", "paused" if mode == "paused" else "waiting for the engine..."]
+    if notice:
+        lines.append(notice[:80])
+    return lines
+
+
 def status_card(width: int, height: int, lines: list[str]) -> np.ndarray:
     """A dark RGB frame with the text lines centred."""
     img = np.full((height, width, 3), 24, np.uint8)

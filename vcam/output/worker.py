@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vcam.output.cards import status_card
+from vcam.output.cards import card_lines, status_card
 from vcam.supervisor.child import RESET_STATS, STOP, Links, drain, parent_alive, report, run_child
 from vcam.config import Config
 from vcam.messages import Settings
@@ -93,9 +93,7 @@ class OutputWorker:
 
     # ---- output ----------------------------------------------------------------------------------
     def card(self) -> np.ndarray:
-        lines = ["FluxRT Camera", "paused" if self.mode == "paused" else "waiting for the engine..."]
-        if self.notice:
-            lines.append(self.notice[:80])
+        lines = card_lines(self.mode, self.notice)
         if self._card is None or self._card[0] != lines:  # drawn once per text, not 30 times a second
             self._card = (lines, status_card(self.width, self.height, lines))
         return self._card[1]

@@ -61,6 +61,7 @@ class Supervisor:
             for role, target in (("inference", inference_main), ("output", output_main))
         }
         self.settings: Settings | None = None
+        self.notice_text: str | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -99,6 +100,8 @@ class Supervisor:
         self.children["output"].links.control.put(RESET_STATS)
 
     def notice(self, text: str | None) -> None:
+        """A line for the status cards (e.g. "engine restarting"); None clears it."""
+        self.notice_text = text  # read by the control server's stream
         self.children["output"].links.control.put({"notice": text})
 
     def stop(self) -> None:

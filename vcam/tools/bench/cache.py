@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from engine.image import psnr
+from engine.options import ModelOptions
 from vcam.tools.bench import device_label
 
 PSNR_CAP_DB = 100.0
@@ -50,10 +51,8 @@ class BenchShape:
     in_channels: int = 128  # klein's packed latent channels
 
     def __post_init__(self) -> None:
-        if self.width % 16 or self.height % 16 or self.width <= 0 or self.height <= 0:
-            raise ValueError(f"width and height must be positive multiples of 16, got {self.width}x{self.height}")
-        if self.head_dim % 4:
-            raise ValueError(f"head_dim must be a multiple of 4 (4 RoPE axes), got {self.head_dim}")
+        ModelOptions.check("width", self.width)  # the engine's bounds (EngineConfigError names the key)
+        ModelOptions.check("height", self.height)
         if min(self.text_tokens, self.heads, self.double_blocks + self.single_blocks) < 1:
             raise ValueError("text_tokens, heads and the number of blocks must be >= 1")
 
