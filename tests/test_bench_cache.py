@@ -34,4 +34,4 @@ def test_bench_cache_json_shape_and_values():
 
 def test_bench_cache_rejects_a_bad_shape():
     res = CliRunner().invoke(app, ["bench", "cache", "--width", "50"])
-    assert res.exit_code == 2 and "multiples of 16" in res.output
+    assert res.exit_code == 2 and "width = 50" in res.output and "multiple of 16" in res.output
