@@ -92,3 +92,14 @@ def test_engine_rate_estimate_follows_a_real_slowdown_but_not_one_stall():
         t += 0.4
         s.push_group(group(n, 3, 0.0), now=t)
     assert abs(s.interval - 0.4) < 1e-9
+
+
+def test_frames_as_read_become_whole_groups_and_a_half_lost_group_is_never_played():
+    s = PresentationScheduler(fps=32)
+    g1, g2, g3 = group(1, 4, 0.125), group(2, 4, 0.125), group(3, 4, 0.125)
+    assert s.push_frames(g1[:2], now=0.0) == 0  # the group's engine frame is not in yet: nothing scheduled
+    assert s.push_frames(g1[2:] + g2[:1], now=0.01) == 1
+    assert s.push_frames(g3, now=0.02) == 1  # g2 lost its other frames (overwritten): its first one is dropped
+    shown = [m for _, m in play(s, until=1.0)]
+    assert [(m.group, m.index) for m in shown if m.group == 2] == []
+    assert [m.index for m in shown if m.group == 3][-1] == 3 and {m.group for m in shown} == {1, 3}

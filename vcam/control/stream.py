@@ -25,7 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from vcam.output.cards import card_lines, status_card
 from vcam.output.scheduler import PresentationScheduler
-from vcam.shm import ChannelSpec, FrameChannel, FrameMeta
+from vcam.shm import ChannelSpec, FrameChannel
 
 BOUNDARY = "fluxrtframe"
 TINT = np.array([255, 40, 40], np.float32)  # recomputed cells, blended at 40%
@@ -110,7 +110,6 @@ class StreamSource:
     def _play(self, channel: FrameChannel) -> None:
         """One read session: from the newest frame on, until nobody watches."""
         scheduler = PresentationScheduler(self.fps)
-        partial: list[tuple[np.ndarray, FrameMeta]] = []
         latest = channel.read_latest()  # a new viewer wants the present, not the backlog
         last_new = -math.inf
         # (write_ts is CLOCK_MONOTONIC in the writer: comparable across processes)
@@ -121,13 +120,7 @@ class StreamSource:
             now = time.monotonic()
             frames, lost = channel.read_new()
             self.counts["lost"] += lost
-            for frame, meta in frames:
-                if partial and partial[-1][1].group != meta.group:
-                    partial = []  # the rest of that group was lost: never play half a group late
-                partial.append((frame, meta))
-                if meta.is_engine_frame:
-                    scheduler.push_group(partial, now)
-                    partial = []
+            scheduler.push_frames(frames, now)
             due = scheduler.pop_due(now)
             if due is not None:
                 last_new = now

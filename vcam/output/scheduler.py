@@ -42,6 +42,21 @@ class PresentationScheduler:
         self.last_arrival: float | None = None
         self.last_pts: float | None = None
         self.dropped_interpolated = 0
+        self._partial: list[tuple[np.ndarray, FrameMeta]] = []  # the group being read, until its engine frame
+
+    def push_frames(self, frames: list[tuple[np.ndarray, FrameMeta]], now: float) -> int:
+        """Frames as read from the OUTPUT channel (oldest first): each group is scheduled once its engine frame
+        (its last) is in; returns how many groups that completed."""
+        groups = 0
+        for frame, meta in frames:
+            if self._partial and self._partial[-1][1].group != meta.group:
+                self._partial = []  # the rest of that group was lost: never play half a group late
+            self._partial.append((frame, meta))
+            if meta.is_engine_frame:
+                self.push_group(self._partial, now)
+                self._partial = []
+                groups += 1
+        return groups
 
     def push_group(self, frames: list[tuple[np.ndarray, FrameMeta]], now: float) -> None:
         """Schedule a complete group (oldest first; the last one is the engine frame)."""

@@ -52,7 +52,6 @@ class OutputWorker:
         self.mode = "live"
         self.notice: str | None = None
         self._card: tuple[list[str], np.ndarray] | None = None
-        self.partial: list[tuple[np.ndarray, FrameMeta]] = []
         self.last_frame: np.ndarray | None = None
         self.last_meta: FrameMeta | None = None
         self.last_new_ts = time.monotonic()
@@ -68,14 +67,7 @@ class OutputWorker:
     def take_frames(self, now: float) -> None:
         frames, lost = self.channel.read_new()
         self.counts["lost"] += lost
-        for frame, meta in frames:
-            if self.partial and self.partial[-1][1].group != meta.group:
-                self.partial = []  # the rest of that group was lost: never play half a group late
-            self.partial.append((frame, meta))
-            if meta.is_engine_frame:
-                self.scheduler.push_group(self.partial, now)
-                self.counts["groups"] += 1
-                self.partial = []
+        self.counts["groups"] += self.scheduler.push_frames(frames, now)
 
     def handle_control(self) -> bool:
         for msg in drain(self.links.control):
