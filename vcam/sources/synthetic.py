@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-import cv2
 import numpy as np
 
 from engine.image import cover_resize
