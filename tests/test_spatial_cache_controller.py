@@ -10,6 +10,7 @@ import torch
 from diffusers.models.transformers.transformer_flux2 import Flux2Transformer2DModel
 
 from engine.flux2.latents import image_ids
+from engine.flux2.tiny import CellTokens
 from engine.flux2.text import text_ids
 from engine.spatial_cache import CacheKey, CacheOptions, SpatialCache, TokenLayout, flop_counter
 
@@ -21,13 +22,7 @@ def _seeded(text: str, *shape: int) -> torch.Tensor:
     return torch.randn(*shape, generator=g)
 
 
-def cell_tokens(frame: np.ndarray, channels: int = CIN) -> torch.Tensor:
-    """Reference tokens from pixels, a stand-in for VAE encode + patchify with the same locality: each 16x16x3 cell
-    through a fixed random projection, so a change in a cell changes exactly that cell's token. [1, cells, C]"""
-    proj = torch.randn(16 * 16 * 3, channels, generator=torch.Generator().manual_seed(0)) / (16 * 16 * 3) ** 0.5
-    h, w = frame.shape[0] // 16, frame.shape[1] // 16
-    cells = torch.from_numpy(frame).float().div(127.5).sub(1.0).reshape(h, 16, w, 16, 3).permute(0, 2, 1, 3, 4)
-    return (cells.reshape(h * w, -1) @ proj)[None]
+cell_tokens = CellTokens(CIN)  # reference tokens with the locality of VAE encode + patchify, without a VAE
 
 
 class ToyEditor:

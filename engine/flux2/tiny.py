@@ -200,3 +200,23 @@ def preset(name: str, **changes) -> TinySpec:
 
         raise EngineConfigError(f"unknown tiny model preset {name!r}; choose one of {', '.join(PRESETS)}")
     return replace(PRESETS[name], **changes)
+
+
+class CellTokens:
+    """Reference tokens from pixels without a VAE, for the spatial-cache benchmark and tests: each 16x16x3 cell
+    through a fixed random projection, so a change in a cell changes exactly that cell's token (the locality of
+    VAE encode + 2x2 patchify, without its cost)."""
+
+    def __init__(self, channels: int, seed: int = 0) -> None:
+        import torch
+
+        g = torch.Generator().manual_seed(seed)
+        self.proj = torch.randn(16 * 16 * 3, channels, generator=g) / (16 * 16 * 3) ** 0.5
+
+    def __call__(self, frame):  # uint8 (H, W, 3) numpy -> (1, H/16 * W/16, channels)
+        import torch
+
+        h, w = frame.shape[0] // 16, frame.shape[1] // 16
+        x = torch.from_numpy(frame).float().div(127.5).sub(1.0)
+        cells = x.reshape(h, 16, w, 16, 3).permute(0, 2, 1, 3, 4).reshape(h * w, -1)
+        return (cells @ self.proj)[None]

@@ -22,7 +22,6 @@ that cell's reference token; the noise tokens are the same seeded noise on every
 """
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -71,20 +70,6 @@ def build_model(shape: BenchShape, seed: int = 0):
     return build_transformer(spec, in_channels=shape.in_channels)
 
 
-class CellTokens:
-    """Reference tokens from pixels: each 16x16x3 cell through a fixed random projection."""
-
-    def __init__(self, channels: int, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.proj = torch.randn(16 * 16 * 3, channels, generator=g) / math.sqrt(16 * 16 * 3)
-
-    def __call__(self, frame: np.ndarray) -> torch.Tensor:
-        h, w = frame.shape[0] // 16, frame.shape[1] // 16
-        x = torch.from_numpy(frame).float().div(127.5).sub(1.0)
-        cells = x.reshape(h, 16, w, 16, 3).permute(0, 2, 1, 3, 4).reshape(h * w, -1)
-        return (cells @ self.proj)[None]  # [1, cells, C]
-
-
 def top_cells(f0: np.ndarray, f1: np.ndarray, fraction: float) -> np.ndarray:
     """The round(fraction * cells) cells that changed most between two frames (the spatial cache's metric)."""
     from engine.spatial_cache.mask import box_blur3, cell_mean
@@ -112,6 +97,7 @@ def run_cache_bench(
     device: str = "cpu",
 ) -> dict[str, Any]:
     from engine.flux2.latents import image_ids
+    from engine.flux2.tiny import CellTokens
     from engine.flux2.text import text_ids
     from engine.spatial_cache import CachedFlux2Transformer, TokenLayout, count_flops
     from vcam.sources.synthetic import SyntheticScene
