@@ -1,5 +1,6 @@
 """OBS bridge against real OBS Studio 29 (Xvfb, obs-websocket with auth on): scene -> preset, CustomEvent
--> prompt/preset, text source, wrong password, password never logged, OBS killed and restarted."""
+-> prompt/preset, text source, wrong password, password never logged, OBS killed and restarted, one log
+line per connection state change (not per retry), last_error cleared once connected."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from obs_harness import OBS_PASSWORD, Rig, free_port, rig, wait_for, xvfb  # noqa: F401 - rig, xvfb: fixtures
+from obs_harness import (OBS_PASSWORD, Obs, Rig, free_port, need_binaries, rig,  # noqa: F401 - rig, xvfb: fixtures
+                         wait_for, xvfb)
 from vcam.config import ObsConfig, load_config
 from vcam.control.state import ControlState
 from vcam.obs.bridge import ObsBridge
@@ -34,6 +36,16 @@ def broadcast(rig: Rig, data: dict) -> None:
     """From a second obs-websocket client, as Stream Deck or Streamer.bot would."""
     with rig.obs.client() as c:
         c.send("BroadcastCustomEvent", {"eventData": data})
+
+
+def shown(records: list[logging.LogRecord]) -> list[str]:
+    """What a user running at the default INFO level sees: one string per line, with any traceback."""
+    return [f"{r.levelname} {r.name}: {r.getMessage()}" + (" Traceback" if r.exc_info or r.exc_text else "")
+            for r in records if r.levelno >= logging.INFO]
+
+
+def bridge_lines(records: list[logging.LogRecord]) -> list[str]:
+    return [line for line in shown(records) if " vcam.obs.bridge: " in line]
 
 
 def scene_test(rig: Rig, bridge: ObsBridge) -> None:
@@ -147,6 +159,85 @@ def test_wrong_password_is_clear_and_no_password_is_logged(rig):
     assert OBS_PASSWORD not in rig.obs.log_text() and wrong not in rig.obs.log_text()  # nor in OBS's own logs
 
 
+def test_wrong_password_is_logged_once_without_traceback(rig, caplog):
+    """Issue 10: a wrong password was an obsws-python ERROR line on every retry. Now one WARNING naming
+    the fix, however many retries; the per-attempt detail only at DEBUG; no password anywhere."""
+    wrong = "wrong-pw-Kc4-never-log-me"
+    caplog.set_level(logging.DEBUG)  # everything, obsws-python's demoted lines included
+    b = ObsBridge(rig.obs_cfg(password=wrong, reconnect_max_s=0.5), {}, rig.state).start()
+    try:
+        wait_for(lambda: b.status()["failed_attempts"] >= 4, 30, what="four failed connection attempts")
+    finally:
+        b.stop()
+    records = list(caplog.records)
+    lines = shown(records)
+    assert len(lines) == 1, lines
+    assert "vcam.obs.bridge" in lines[0] and "rejected obs.password" in lines[0] and "WARNING" in lines[0]
+    assert "set obs.password" in lines[0] and "Tools -> WebSocket Server Settings" in lines[0]
+    # the attempts did happen and obsws-python did complain each time, at DEBUG only
+    per_attempt = [r for r in records
+                   if r.name.startswith("obsws_python") and "failed to identify" in r.getMessage()]
+    assert len(per_attempt) >= 4 and {r.levelno for r in per_attempt} == {logging.DEBUG}
+    assert not any(r.exc_info or r.exc_text for r in records) and "Traceback" not in caplog.text
+    everything = caplog.text + "\n".join(r.getMessage() for r in records) + str(b.status())
+    assert wrong not in everything and OBS_PASSWORD not in everything
+    st = b.status()
+    assert st["state"] == "auth_failed" and st["auth_failed"] and "rejected obs.password" in st["last_error"]
+
+
+def test_last_error_cleared_once_obs_comes_up(xvfb, caplog):  # noqa: F811
+    """OBS started after the bridge: one "not reachable" line while it is away (however many retries and
+    however OBS answers while starting), one "connected" line; then last_error is None and the outage
+    is kept in last_failure/last_failure_at."""
+    need_binaries("obs")
+    caplog.set_level(logging.INFO)
+    obs = Obs(xvfb.display)  # no auth, no script: a plain OBS on a port nothing listens on yet
+    b = ObsBridge(ObsConfig(enabled=True, port=obs.port, reconnect_max_s=0.5), {}, ControlState(load_config()))
+    try:
+        b.start()
+        wait_for(lambda: b.status()["failed_attempts"] >= 3, 30, what="three failed connection attempts")
+        st = b.status()
+        assert st["state"] == "unreachable" and "not reachable" in st["last_error"] and not st["connected"]
+        t_before = time.time()
+        obs.start()
+        wait_for(lambda: b.status()["connected"], 30, what="the bridge to connect once OBS is up")
+        st = b.status()
+        assert st["last_error"] is None and st["state"] == "connected" and st["failed_attempts"] == 0
+        assert "not reachable" in st["last_failure"] and st["last_failure_at"] <= time.time()
+        assert st["last_failure_at"] >= t_before - 60  # a wall-clock time, not a monotonic one
+    finally:
+        b.stop()
+        obs.close()
+    lines = bridge_lines(caplog.records)
+    assert len(lines) == 2, lines
+    assert "WARNING" in lines[0] and "not reachable" in lines[0] and "start OBS" in lines[0]
+    assert "INFO" in lines[1] and "connected to OBS 29." in lines[1]
+    assert not any("Traceback" in line for line in shown(caplog.records))
+
+
+def test_failure_reminder_is_rate_limited(caplog):
+    """A failure that lasts is repeated as a reminder, at most once per remind_s (a short one here)."""
+    caplog.set_level(logging.INFO)
+    remind_s = 2.0
+    b = ObsBridge(ObsConfig(enabled=True, port=free_port(), reconnect_max_s=0.5), {}, ControlState(load_config()),
+                  remind_s=remind_s)
+    t0 = time.monotonic()
+    b.start()
+    try:
+        wait_for(lambda: any("still not connected" in line for line in bridge_lines(caplog.records)), 30,
+                 what="a reminder")
+    finally:
+        b.stop()
+        elapsed = time.monotonic() - t0
+    lines = bridge_lines(caplog.records)
+    reminders = [line for line in lines if "still not connected" in line]
+    assert lines[0].count("not reachable") == 1 and "still not connected" not in lines[0]
+    assert len(lines) == 1 + len(reminders)  # nothing else: the first line, then reminders only
+    assert len(reminders) <= elapsed / remind_s + 1  # rate-limited, whatever the retry rate
+    assert b.status()["failed_attempts"] > len(lines)  # more attempts than lines
+    assert "reminder every 2 s" in reminders[0]
+
+
 def test_obs_absent_backs_off_and_daemon_state_keeps_working():
     """No OBS at all: the bridge retries with capped exponential backoff; nothing else is disturbed."""
     state = ControlState(load_config())
@@ -164,13 +255,22 @@ def test_obs_absent_backs_off_and_daemon_state_keeps_working():
 
 
 @pytest.mark.timeout(180)
-def test_obs_killed_and_restarted_bridge_reconnects(rig, bridge):
+def test_obs_killed_and_restarted_bridge_reconnects_and_logs_each_change_once(rig, bridge, caplog):
     scene_test(rig, bridge)
+    caplog.set_level(logging.INFO)
+    caplog.clear()
     rig.obs.kill()  # SIGKILL: no goodbye on the websocket
     wait_for(lambda: not bridge.status()["connected"], 10, what="the bridge to notice OBS died")
     assert bridge.status()["last_error"]
     rig.state.set_prompt("typed while OBS was down")  # the daemon side carries on
+    wait_for(lambda: bridge.status()["failed_attempts"] >= 3, 20, what="three refused reconnection attempts")
     rig.obs.start()
     wait_for(lambda: bridge.status()["connected"], 20, what="the bridge to reconnect")
-    assert bridge.status()["reconnects"] >= 1 and bridge.status()["last_error"] is None
+    st = bridge.status()
+    assert st["reconnects"] >= 1 and st["last_error"] is None and st["last_failure"]
+    # one line when the connection went, none for the refused retries after it, one when it came back
+    lines = bridge_lines(caplog.records)
+    assert len(lines) == 2, lines
+    assert "WARNING" in lines[0] and "lost" in lines[0] and "INFO" in lines[1] and "connected to OBS" in lines[1]
+    assert not any("Traceback" in line for line in shown(caplog.records))
     scene_test(rig, bridge)

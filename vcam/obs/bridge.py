@@ -13,6 +13,14 @@ away), pings OBS every few seconds, pushes the prompt to the text source, and re
 exponential backoff. Event callbacks run on obsws-python's thread and only touch `ControlState`
 (thread-safe); the ReqClient, which is not thread-safe, is used by the bridge thread alone.
 
+Logging: one line per change of the connection's state (connected, connection lost, password
+rejected, OBS unreachable, other error), not one per attempt: the bridge retries for as long as the
+daemon runs, so a per-attempt line would fill the log. While one failure lasts, a reminder at most
+every `remind_s` (5 min). obsws-python logs at ERROR (some with a traceback) every failure it then
+raises; the bridge reports those itself, so its records are demoted to DEBUG without the traceback.
+`status()["last_error"]` is the current problem (None once connected); `last_failure`/`_at` keep the
+most recent failure for after the fact.
+
 The password: obsws-python logs it at INFO and puts it in its clients' repr. Its loggers are kept at
 WARNING, a filter scrubs the password from whatever they still emit, and no client is ever formatted.
 """
@@ -39,20 +47,29 @@ _OBSWS_LOGGERS = ("obsws_python", "obsws_python.baseclient.ObsClient", "obsws_py
                   "obsws_python.events.EventClient")
 _PING_S = 3.0  # heartbeat: notices a dead connection even when no FIN arrives
 _FIRST_RETRY_S = 0.5
+_REMIND_S = 300.0  # while one failure lasts, say so again at most this often
+# what a connection attempt can be expected to raise: reported in words, without a traceback
+_EXPECTED = (OBSSDKError, OSError, TimeoutError, WebSocketException)
 
 
 class _Scrub(logging.Filter):
-    """Removes `secret` from obsws-python's records; drops its connection-failure tracebacks (the bridge
-    reports those itself, once, in plain words)."""
+    """Removes `secret` from obsws-python's records. Its warnings and errors become DEBUG lines without
+    traceback, kept only when the bridge's own logger shows DEBUG: obsws-python raises each of those
+    errors right after logging it, and the bridge reports them itself (once per state change, in plain
+    words); otherwise a wrong password is an ERROR per retry."""
 
     def __init__(self, secret: str):
         super().__init__()
         self.secret = secret
 
     def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (OSError, TimeoutError, WebSocketException)):
-            return False
+        if record.levelno >= logging.WARNING:
+            # the level check already ran (on obsws-python's logger, at WARNING), so a demoted record would
+            # still reach an INFO log's handlers: decide here, by the bridge's level
+            if not log.isEnabledFor(logging.DEBUG):
+                return False
+            record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
         if self.secret:
             text = record.getMessage()
             if self.secret in text:
@@ -60,31 +77,41 @@ class _Scrub(logging.Filter):
         return True
 
 
-def _explain(exc: BaseException, cfg: ObsConfig, password_set: bool) -> tuple[str, bool]:
-    """(message for the user, is it an authentication failure)."""
+# Failure kinds: the bridge logs when the kind changes, not when the wording does (OBS starting up
+# answers "refused", then a failed handshake, then "refused" again: one outage, one line).
+AUTH, UNREACHABLE, ERROR = "auth_failed", "unreachable", "error"
+
+
+def _explain(exc: BaseException, cfg: ObsConfig, password_set: bool) -> tuple[str, str]:
+    """(message for the user naming the fix, failure kind)."""
     where = f"ws://{cfg.host}:{cfg.port}"
     text = str(exc)
     if isinstance(exc, OBSSDKError) and "no password provided" in text:
         return (f"OBS at {where} requires a password: set obs.password to the one shown in OBS "
-                f"(Tools -> WebSocket Server Settings -> Show Connect Info)", True)
+                f"(Tools -> WebSocket Server Settings -> Show Connect Info)", AUTH)
     if isinstance(exc, OBSSDKError) and "failed to identify" in text:
         if password_set:
-            return (f"OBS at {where} rejected obs.password (authentication failed): copy the password from OBS "
-                    f"(Tools -> WebSocket Server Settings -> Show Connect Info)", True)
-        return f"OBS at {where} refused the connection during identification: {text}", False
+            return (f"OBS at {where} rejected obs.password (authentication failed): set obs.password to the "
+                    f"password shown in OBS (Tools -> WebSocket Server Settings -> Show Connect Info)", AUTH)
+        return f"OBS at {where} refused the connection during identification: {text}", ERROR
     if isinstance(exc, ConnectionRefusedError):
         return (f"OBS is not reachable at {where} (connection refused): start OBS and enable "
-                f"Tools -> WebSocket Server Settings -> Enable WebSocket server, port {cfg.port}", False)
+                f"Tools -> WebSocket Server Settings -> Enable WebSocket server, port {cfg.port}", UNREACHABLE)
     if isinstance(exc, (TimeoutError, OBSSDKError)) and "imeout" in f"{type(exc).__name__} {text}":
-        return f"OBS at {where} did not answer in time ({type(exc).__name__})", False
+        return (f"OBS at {where} did not answer in time ({type(exc).__name__}): check obs.host and obs.port",
+                UNREACHABLE)
     if isinstance(exc, (OSError, WebSocketException)):
-        return f"connection to OBS at {where} failed: {type(exc).__name__}: {text}", False
-    return f"OBS at {where}: {type(exc).__name__}: {text}", False
+        return f"connection to OBS at {where} failed: {type(exc).__name__}: {text}", UNREACHABLE
+    return f"OBS at {where}: {type(exc).__name__}: {text}", ERROR
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 120 else f"{seconds:g} s"
 
 
 class ObsBridge:
     def __init__(self, cfg: ObsConfig, scenes: dict[str, str], state: ControlState, *,
-                 connect_timeout_s: float = 3.0):
+                 connect_timeout_s: float = 3.0, remind_s: float = _REMIND_S):
         self.cfg = cfg
         self.scenes = dict(scenes)
         self.state = state
@@ -99,9 +126,14 @@ class ObsBridge:
         self._last_scene: str | None = None
         self._exit_started = False
         self._text_pushed: str | None = None
+        # the logged state, owned by the bridge thread: "connecting", "connected", "disconnected" or a kind
+        self._remind_s = remind_s
+        self._logged_state = "connecting"
+        self._failing_since = self._remind_at = 0.0
         self._status: dict[str, Any] = {
-            "enabled": True, "url": f"ws://{cfg.host}:{cfg.port}", "connected": False, "auth_failed": False,
-            "last_error": None, "connects": 0, "reconnects": 0, "retry_in_s": None, "obs_version": None,
+            "enabled": True, "url": f"ws://{cfg.host}:{cfg.port}", "state": "connecting", "connected": False,
+            "auth_failed": False, "last_error": None, "last_failure": None, "last_failure_at": None,
+            "failed_attempts": 0, "connects": 0, "reconnects": 0, "retry_in_s": None, "obs_version": None,
             "websocket_version": None, "scene": None, "events": 0, "last_event": None,
             "text_source": cfg.prompt_text_source or None, "text_source_error": None,
         }
@@ -146,38 +178,77 @@ class ObsBridge:
     # ---- the connection loop -------------------------------------------------------------------
     def _run(self) -> None:
         max_s = self.cfg.reconnect_max_s
-        backoff, last_logged = Backoff(min(_FIRST_RETRY_S, max_s), max_s), None
+        backoff = Backoff(min(_FIRST_RETRY_S, max_s), max_s)
+        self._logged_state, self._failing_since = "connecting", time.monotonic()
         while not self._stop.is_set():
             try:
                 req, ev = self._connect()
             except Exception as e:  # noqa: BLE001 - every failure is reported and retried
-                msg, auth = _explain(e, self.cfg, bool(self._password))
-                msg = msg.replace(self._password, "********") if self._password else msg
                 delay = backoff.next()
-                self._set(connected=False, last_error=msg, auth_failed=auth, retry_in_s=delay)
-                if msg != last_logged:  # once per distinct problem, not once per retry
-                    log.warning("%s; retrying (backoff up to %.0f s)", msg, self.cfg.reconnect_max_s)
-                    last_logged = msg
+                self._failed(e, delay)
                 self._stop.wait(delay)
                 continue
             backoff.reset()
-            last_logged = None
-            with self._lock:
-                self._status["connects"] += 1
-                if self._status["connects"] > 1:
-                    self._status["reconnects"] += 1
-                self._status.update(connected=True, last_error=None, auth_failed=False, retry_in_s=None)
-            log.info("connected to OBS at %s", self._status["url"])
-            reason = "stopped"
+            self._connected()
+            reason, error = "stopped", None
             try:
                 reason = self._serve(req, ev)
             except Exception as e:  # noqa: BLE001
-                reason = _explain(e, self.cfg, bool(self._password))[0]
+                reason, error = _explain(e, self.cfg, bool(self._password))[0], e
             finally:
                 self._close(req, ev)
             if not self._stop.is_set():
-                self._set(connected=False, last_error=f"connection to OBS lost: {reason}")
-                log.warning("connection to OBS lost (%s); reconnecting", reason)
+                self._lost(reason, error)
+
+    # ---- reporting: status on every attempt, a log line per state change -------------------------------
+    def _hide(self, text: str) -> str:
+        return text.replace(self._password, "********") if self._password else text
+
+    def _failed(self, exc: Exception, delay: float) -> None:
+        msg, kind = _explain(exc, self.cfg, bool(self._password))
+        msg = self._hide(msg)
+        with self._lock:
+            self._status["failed_attempts"] += 1
+            attempts = self._status["failed_attempts"]
+            self._status.update(state=kind, connected=False, auth_failed=kind == AUTH, last_error=msg,
+                                last_failure=msg, last_failure_at=time.time(), retry_in_s=delay)
+        now = time.monotonic()
+        previous, self._logged_state = self._logged_state, kind
+        # OBS refusing connections right after the connection was lost is the outage already logged
+        if kind != previous and not (previous == "disconnected" and kind == UNREACHABLE):
+            self._remind_at = now + self._remind_s
+            expected = isinstance(exc, _EXPECTED)  # anything else is a bug here: ERROR with its traceback
+            log.log(logging.WARNING if expected else logging.ERROR,
+                    "%s; retrying every %s (quietly: logged again when this changes, or every %s while it lasts)",
+                    msg, _duration(self.cfg.reconnect_max_s), _duration(self._remind_s),
+                    exc_info=None if expected else exc)
+        elif now >= self._remind_at:
+            self._remind_at = now + self._remind_s
+            log.warning("still not connected to OBS after %s and %d attempts (reminder every %s): %s",
+                        _duration(round(now - self._failing_since)), attempts, _duration(self._remind_s), msg)
+        else:
+            log.debug("OBS connection attempt %d failed: %s", attempts, msg)
+
+    def _connected(self) -> None:
+        with self._lock:
+            st = self._status
+            st["connects"] += 1
+            if st["connects"] > 1:
+                st["reconnects"] += 1
+            st.update(state="connected", connected=True, last_error=None, auth_failed=False, failed_attempts=0,
+                      retry_in_s=None)
+            versions = st["obs_version"], st["websocket_version"]
+        self._logged_state = "connected"
+        log.info("connected to OBS %s (obs-websocket %s) at %s", *versions, self._status["url"])
+
+    def _lost(self, reason: str, error: Exception | None) -> None:
+        msg = self._hide(f"connection to OBS at {self._status['url']} lost: {reason}")
+        self._set(state="disconnected", connected=False, last_error=msg, last_failure=msg,
+                  last_failure_at=time.time())
+        self._logged_state, self._failing_since = "disconnected", time.monotonic()
+        self._remind_at = self._failing_since + self._remind_s
+        log.warning("%s; reconnecting when OBS is back", msg,
+                    exc_info=None if error is None or isinstance(error, _EXPECTED) else error)
 
     def _connect(self) -> tuple[Any, Any]:
         self._exit_started = False
