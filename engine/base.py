@@ -9,6 +9,7 @@ torch is imported lazily here, so `import engine` (e.g. for its option types) st
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,9 @@ class Engine(abc.ABC):
     """
 
     name: str = "engine"
+    # called between the steps of a long edit (a host process's heartbeat: vcam's watchdog tells a slow
+    # frame from a hung one by it); None: nobody listens
+    on_progress: Callable[[], None] | None = None
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         import torch

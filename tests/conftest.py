@@ -21,3 +21,10 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _own_runtime_dir(tmp_path_factory, monkeypatch):
+    """Each test its own daemon lock file (vcam/instance_lock.py): tests never see each other's, nor a
+    daemon the developer runs."""
+    monkeypatch.setenv("FLUXRT_RUNTIME_DIR", str(tmp_path_factory.mktemp("runtime")))

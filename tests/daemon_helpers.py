@@ -8,13 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from vcam.config import Config, load_config
-from vcam.shm import SHM_PREFIX
+from vcam.shm import segment_owner
 
 BACKEND = "tests.camera_backend:RecordingBackend"
 
 
-def shm_names() -> set[str]:
-    return {f for f in os.listdir("/dev/shm") if f.startswith(SHM_PREFIX)}
+def shm_names(owner: int | None = None) -> set[str]:
+    """The shared-memory segments owned by process `owner` (default: this one, the supervisor of an in-process
+    daemon). Only those: other tests and other daemons on the machine have theirs."""
+    owner = os.getpid() if owner is None else owner
+    return {f for f in os.listdir("/dev/shm") if segment_owner(f) == owner}
 
 
 def wait_until(pred: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:

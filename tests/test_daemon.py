@@ -159,11 +159,10 @@ def _run_cli(camera_log: Path, *extra: str) -> subprocess.Popen:
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
 def test_cli_run_leaves_nothing_in_dev_shm(camera_log, how):
-    before = shm_names()
     p = _run_cli(camera_log)
     try:
         wait_until(lambda: camera_log.exists() and len(read_log(camera_log)) > 10, timeout=60)
-        assert shm_names() - before
+        assert shm_names(p.pid)  # the daemon's own segments (their names carry its PID)
         p.send_signal(getattr(signal, how))
         p.wait(timeout=20)
         if how != "SIGKILL":
@@ -172,7 +171,7 @@ def test_cli_run_leaves_nothing_in_dev_shm(camera_log, how):
             assert "page:" in out and "/stream.mjpg" in out, out
         # after kill -9 of the supervisor the children notice and exit, and multiprocessing's
         # resource tracker unlinks the segments the supervisor created
-        wait_until(lambda: shm_names() == before, timeout=15)
+        wait_until(lambda: not shm_names(p.pid), timeout=15)
     finally:
         if p.poll() is None:
             p.kill()
@@ -257,7 +256,7 @@ class MjpegWatcher(threading.Thread):
             self.errors.append(repr(e))
 
 
-def test_killing_the_output_process_does_not_interrupt_the_stream(camera_log):
+def test_killing_the_output_process_interrupts_neither_camera_nor_stream(camera_log):
     d = Daemon(daemon_config(camera_log, **STREAM))
     d.start()
     watcher = MjpegWatcher(d.status()["stream_url"])
@@ -274,13 +273,11 @@ def test_killing_the_output_process_does_not_interrupt_the_stream(camera_log):
         watcher.done.set()
         watcher.join(timeout=10)
         assert not watcher.errors, watcher.errors
+        # the warm standby took over: the camera is back within 1 s (a fresh process took 5-9 s)
         cam = np.concatenate([[t_kill], frames_between(camera_log, t_kill, t_end)])
-        gap = int(np.argmax(np.diff(cam)))
-        cam_gap = (cam[gap], cam[gap + 1])
-        assert cam_gap[1] - cam_gap[0] > 0.15  # the camera did go dark: a restart takes a while
+        assert np.diff(cam).max() < 1.0, np.diff(cam).max()
+        # and the stream, read by the supervisor itself, never depended on the output process
         stream = np.array([t for t in watcher.times if t_kill - 0.5 <= t <= t_end])
-        # while the camera was dark the stream kept going, with no gap beyond a generous bound
-        assert ((stream > cam_gap[0]) & (stream < cam_gap[1])).sum() >= 2, (cam_gap, stream)
         assert np.diff(stream).max() < 1.5, np.diff(stream).max()
         assert d.status()["stream"]["showing"] == "frames"
     finally:

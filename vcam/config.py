@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from engine.options import CacheOptions, InterpolationOptions, ModelOptions, Options, Seed, Steps, describe_errors
 from engine.registry import ENGINE_NAMES
+from vcam.prompt_text import LabelText, PromptText
 
 
 # Sections are engine.options models: the engine owns the defaults and bounds of [engine], [cache] and
@@ -59,6 +61,20 @@ class OutputConfig(_Section):
     preview: bool = True  # serve what the camera shows at /stream.mjpg on the control server
     record_path: Path | None = None
 
+    @field_validator("record_path")
+    @classmethod
+    def _record_folder_exists(cls, path: Path | None) -> Path | None:
+        # checked here, before anything starts, and never created: a typo must not leave folders behind,
+        # and a recording that silently goes nowhere is found out only after the stream
+        if path is None:
+            return None
+        folder = path.expanduser().parent
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise PydanticCustomError("record_folder",
+                                      f"folder {folder} {what}; create it first or choose another path")
+        return path
+
     @model_validator(mode="before")
     @classmethod
     def _retired_preview_address(cls, data: Any) -> Any:
@@ -69,6 +85,13 @@ class OutputConfig(_Section):
                              f"server at http://<control.host>:<control.port>/stream.mjpg; remove "
                              f"{' and '.join(old)} from [output] (set control.host / control.port instead)")
         return data
+
+
+class WatchdogConfig(_Section):
+    # a child whose heartbeat stops this long is killed (SIGKILL) and restarted: hung, deadlocked, stopped
+    timeout_s: float = Field(3.0, ge=0.5, le=600)
+    # the longer silence allowed while a child starts (interpreter, imports, model loading, first edit)
+    start_timeout_s: float = Field(60.0, ge=1, le=3600)
 
 
 class ControlConfig(_Section):
@@ -89,13 +112,13 @@ class ObsConfig(_Section):
 
 
 class PromptConfig(_Section):
-    text: str = "a watercolor painting, soft pastel colors"
+    text: PromptText = "a watercolor painting, soft pastel colors"
     preset: str = ""  # start with this preset instead of `text`
 
 
 class Preset(_Section):
-    name: str = Field(min_length=1, max_length=64)
-    prompt: str = Field(min_length=1)
+    name: LabelText = Field(min_length=1, max_length=64)
+    prompt: PromptText = Field(min_length=1)
     seed: Seed | None = None
     steps: Steps | None = None
     style_reference: Path | None = None
@@ -108,6 +131,7 @@ class Config(_Section):
     source: SourceConfig = SourceConfig()
     output: OutputConfig = OutputConfig()
     control: ControlConfig = ControlConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
     obs: ObsConfig = ObsConfig()
     prompt: PromptConfig = PromptConfig()
     presets: list[Preset] = []

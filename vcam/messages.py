@@ -35,6 +35,7 @@ class ChildStatus:
     role: str
     ts: float
     values: dict[str, Any] = field(default_factory=dict)
+    pid: int = 0  # which process sent it (two output processes run: the serving one and its standby)
 
 
 @dataclass

@@ -17,7 +17,10 @@ into shared memory (the inference process copies GPU frames there, see vcam/infe
 `write(frame, meta)` is the same for a frame already on the host. This module never imports torch.
 
 One owner: the supervisor creates and unlinks segments (`FrameChannel.create`), children only
-`attach`, so a child that dies, even by kill -9, leaves nothing behind.
+`attach`, so a child that dies, even by kill -9, leaves nothing behind. Segment names carry the owner's
+PID (`fluxrt-<pid>-<role>-<random>`): when the owner itself dies by kill -9 (and Python's resource tracker
+with it), the next daemon's start finds the segments whose owner is gone and removes them
+(`remove_stale_segments`).
 """
 from __future__ import annotations
 
@@ -113,10 +116,60 @@ def check_space(size: int, role: str, where: str = "/dev/shm") -> None:
 
 
 def new_segment_name(role: str) -> str:
-    return f"{SHM_PREFIX}-{role}-{secrets.token_hex(4)}"
+    """`fluxrt-<owner pid>-<role>-<random>`: the PID says whose it is when its owner is gone."""
+    return f"{SHM_PREFIX}-{os.getpid()}-{role}-{secrets.token_hex(4)}"
 
 
-def _attach_untracked(name: str) -> SharedMemory:
+def segment_owner(name: str) -> int | None:
+    """The PID in a segment name made by `new_segment_name`, else None (not ours, or an older format)."""
+    parts = name.split("-")
+    if len(parts) != 4 or parts[0] != SHM_PREFIX or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive, and not ours to judge
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class StaleSegment:
+    name: str
+    owner: int
+    size: int
+
+
+def remove_stale_segments(where: str = "/dev/shm") -> list[StaleSegment]:
+    """Unlink every `fluxrt-<pid>-...` segment whose owner process no longer exists; returns what went.
+    Segments of live processes (another daemon, a test) are left alone. No /dev/shm (macOS): nothing."""
+    try:
+        names = os.listdir(where)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        owner = segment_owner(name)
+        if owner is None or pid_alive(owner):
+            continue
+        path = os.path.join(where, name)
+        try:
+            size = os.stat(path).st_size
+            os.unlink(path)
+        except FileNotFoundError:  # its owner's resource tracker got there first
+            continue
+        except OSError:  # e.g. another user's segment in a shared /dev/shm
+            continue
+        removed.append(StaleSegment(name, owner, size))
+    return removed
+
+
+def attach_segment(name: str) -> SharedMemory:
     """Attach without registering with the resource tracker: on Python < 3.13 an attaching process
     registers the segment and its exit would unlink the supervisor's segment or drop its record."""
     try:
@@ -162,7 +215,7 @@ class FrameChannel:
 
     @classmethod
     def attach(cls, spec: ChannelSpec) -> "FrameChannel":
-        return cls(_attach_untracked(spec.name), spec, owner=False)
+        return cls(attach_segment(spec.name), spec, owner=False)
 
     def close(self) -> None:
         # drop numpy views first: SharedMemory.close() fails while buffers are exported

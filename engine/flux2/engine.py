@@ -274,6 +274,8 @@ class Flux2Engine(Engine):
         for i in range(steps):
             v, kv = self._velocity(i, x, ref, txt, plan.img_ids, ref_ids, txt_ids, plan.timesteps[i:i + 1], kv)
             x = (x.to(torch.float32) + plan.dts[i] * v).to(v.dtype)  # Euler step, as the scheduler computes it
+            if self.on_progress is not None:
+                self.on_progress()
         if self.spatial_cache is not None:
             self.spatial_cache.end_frame()
         if clock is not None:

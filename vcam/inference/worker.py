@@ -21,14 +21,17 @@ from vcam.inference.host_copy import HostCopy
 from vcam.messages import Settings
 from vcam.shm import FrameChannel, FrameMeta
 from vcam.supervisor.child import STOP, Links, drain, parent_alive, report, run_child
+from vcam.supervisor.heartbeat import Pulse
 
 log = logging.getLogger(__name__)
 STATUS_EVERY_S = 0.5
 
 
 class InferenceWorker:
-    def __init__(self, cfg: Config, links: Links):
+    def __init__(self, cfg: Config, links: Links, pulse: Pulse | None = None):
         self.cfg, self.links = cfg, links
+        self.pulse = pulse or Pulse()
+        self.warm = False  # the first edit after a build may compile: it runs under a STARTING heartbeat
         self.input = FrameChannel.attach(links.input)
         self.output = FrameChannel.attach(links.output)
         self.settings: Settings | None = None
@@ -65,8 +68,9 @@ class InferenceWorker:
         key = (it.method, it.factor, it.model_path)
         if key != self.interp_key:
             self.interp_key = key
-            interp, note = build_interpolator(key[0], key[1], key[2], str(self.engine.device),
-                                              self.cfg.engine.models_dir)
+            with self.pulse.starting():  # loads weights
+                interp, note = build_interpolator(key[0], key[1], key[2], str(self.engine.device),
+                                                  self.cfg.engine.models_dir)
             self.interp = GuardedInterpolator(interp, note) if interp is not None else None
             self.prev_out = None
 
@@ -97,8 +101,10 @@ class InferenceWorker:
 
     def run(self) -> None:
         report(self.links, "inference", {"phase": "building engine"})
-        built = build_engine(self.cfg)
+        with self.pulse.starting():  # loading weights, building, compiling: slow, not hung
+            built = build_engine(self.cfg)
         self.engine, self.engine_note, self.engine_error = built.engine, built.note, built.error
+        self.engine.on_progress = self.pulse.beat  # a long edit beats between its steps
         try:
             self.serve()
         finally:
@@ -107,6 +113,7 @@ class InferenceWorker:
     def serve(self) -> None:
         next_report = 0.0
         while parent_alive():
+            self.pulse.beat()
             for msg in drain(self.links.control):
                 if msg == STOP:
                     return
@@ -132,7 +139,12 @@ class InferenceWorker:
             out = torch.from_numpy(frame)
         else:
             try:
-                result = self.engine.edit(frame, prompt=s.prompt, seed=s.seed, steps=s.steps)
+                if self.warm:
+                    result = self.engine.edit(frame, prompt=s.prompt, seed=s.seed, steps=s.steps)
+                else:
+                    with self.pulse.starting():  # compiles and allocates on the first call
+                        result = self.engine.edit(frame, prompt=s.prompt, seed=s.seed, steps=s.steps)
+                    self.warm = True
             except Exception as e:  # noqa: BLE001 - one bad frame must not end the stream
                 self.errors += 1
                 self.last_error = status_text("edit", error=f"{type(e).__name__}: {e}")
@@ -149,6 +161,7 @@ class InferenceWorker:
             self.interval = dt if self.interval == 0 else self.interval + 0.2 * (dt - self.interval)
         self.last_out_ts = done
         self.group += 1
+        self.pulse.beat()
         for i, f in enumerate(group):
             fm = FrameMeta(meta.frame_id, meta.capture_ts, s.prompt_version, self.group, i, len(group),
                            self.interval, mask=mask)
@@ -165,5 +178,5 @@ class InferenceWorker:
         return self.interp.interpolate(prev, out, timesteps(factor)) + [out]
 
 
-def inference_main(cfg: Config, links: Links) -> None:
-    run_child("inference", links, cfg.log_level, lambda: InferenceWorker(cfg, links).run())
+def inference_main(cfg: Config, links: Links, pulse: Pulse) -> None:
+    run_child("inference", links, cfg.log_level, lambda: InferenceWorker(cfg, links, pulse).run())

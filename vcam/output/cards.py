@@ -7,10 +7,10 @@ import numpy as np
 
 def card_lines(mode: str, notice: str | None = None) -> list[str]:
     """The card's text, the same on the camera and on the stream: why there is no fresh frame."""
-    lines = ["FluxRT Camera", "paused" if mode == "paused" else "waiting for the engine..."]
-    if notice:
-        lines.append(notice[:80])
-    return lines
+    notes = [line[:80] for line in (notice or "").splitlines() if line]  # the supervisor's notices, one per line
+    waiting = "waiting for the source..." if any(n.startswith("source error") for n in notes) else \
+        "waiting for the engine..."
+    return ["FluxRT Camera", "paused" if mode == "paused" else waiting, *notes]
 
 
 def status_card(width: int, height: int, lines: list[str]) -> np.ndarray:

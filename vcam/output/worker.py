@@ -5,6 +5,10 @@ restarting output process does not take the stream down.
 
 It never waits on the engine: when no new frame is due, it repeats the last one at the sinks' fps,
 and after `stall_timeout_s` without a new frame it shows a status card instead.
+
+Warm standby: the supervisor keeps a second output process started, attached and with its sinks built
+(the imports and set-up take seconds on a busy machine), waiting on `links.activate`. When the serving
+one dies or hangs, the standby takes over at once: the camera is back within a fraction of a second.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import numpy as np
 
 from vcam.output.cards import card_lines, status_card
 from vcam.supervisor.child import RESET_STATS, STOP, Links, drain, parent_alive, report, run_child
+from vcam.supervisor.heartbeat import STANDBY, Pulse
 from vcam.config import Config
 from vcam.messages import Settings
 from vcam.output.scheduler import PresentationScheduler
@@ -32,8 +37,9 @@ def _pct(values: deque[float], q: float) -> float | None:
 
 
 class OutputWorker:
-    def __init__(self, cfg: Config, links: Links):
+    def __init__(self, cfg: Config, links: Links, pulse: Pulse | None = None):
         self.cfg, self.links = cfg, links
+        self.pulse = pulse or Pulse()
         o = cfg.output
         self.width, self.height = cfg.engine.width, cfg.engine.height
         self.channel = FrameChannel.attach(links.output)
@@ -140,10 +146,28 @@ class OutputWorker:
             "sinks": {name: dict(sink.status) for name, sink in self.sinks.items()},
         }
 
+    def stand_by(self) -> bool:
+        """Wait, beating, until activated (True) or told to stop (False). Settings and notices are kept
+        meanwhile, so the first frame sent after taking over already shows the right mode and card."""
+        report(self.links, "output", {"standby": True})
+        while not self.links.activate.wait(0.2):
+            self.pulse.beat(STANDBY)
+            if not parent_alive() or not self.handle_control():
+                return False
+        # the present, not the backlog: the newest frame becomes the one to repeat (or a card, when stale)
+        latest = self.channel.read_latest()
+        if latest is not None:
+            self.last_frame, self.last_meta = latest
+            self.last_new_ts = latest[1].write_ts
+        return True
+
     def run(self) -> None:
         next_report = 0.0
         try:
+            if self.links.activate is not None and not self.stand_by():
+                return
             while parent_alive() and self.handle_control():
+                self.pulse.beat()
                 now = time.monotonic()
                 self.take_frames(now)
                 self.tick(now)
@@ -157,5 +181,5 @@ class OutputWorker:
                 sink.close()
 
 
-def output_main(cfg: Config, links: Links) -> None:
-    run_child("output", links, cfg.log_level, lambda: OutputWorker(cfg, links).run())
+def output_main(cfg: Config, links: Links, pulse: Pulse) -> None:
+    run_child("output", links, cfg.log_level, lambda: OutputWorker(cfg, links, pulse).run())

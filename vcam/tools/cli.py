@@ -62,10 +62,26 @@ def _serve(cfg: Config, duration: float | None, banner: str) -> None:
     """Start the daemon, say where to look, run until Ctrl-C / SIGTERM / duration, stop cleanly."""
     import logging
     import time
+    from datetime import datetime
 
     import threading
 
-    from vcam.control.server import ApiStartError
+    from vcam.instance_lock import AlreadyRunning, InstanceLock
+
+    # one daemon per user, refused before anything heavy is imported or started
+    c = cfg.control
+    try:
+        lock = InstanceLock().acquire(control_url=f"http://{c.host}:{c.port}" if c.enabled else None,
+                                      started=datetime.now().isoformat(timespec="seconds"))
+    except AlreadyRunning as e:
+        _fail([str(e)], code=1)
+    from vcam.control.server import ApiStartError, bind_socket
+
+    if c.enabled and c.port:  # a port taken by another program: say so now, not after the engine starts
+        try:
+            bind_socket(c.host, c.port).close()
+        except ApiStartError as e:
+            _fail([str(e)])
     from vcam.daemon import Daemon, stop_on_signals
     from vcam.shm import ChannelError
 
@@ -77,6 +93,8 @@ def _serve(cfg: Config, duration: float | None, banner: str) -> None:
         daemon.start()
     except (ApiStartError, ChannelError) as e:
         _fail([str(e)])
+    if daemon.api is not None:
+        lock.update(control_url=daemon.api.url)  # the real port (control.port = 0 picks one)
     typer.echo(banner)
     # the children report within a second; wait for the output's first report and the engine's first words
     deadline = time.monotonic() + 5
@@ -453,6 +471,20 @@ def bench_interp(
         result = run(size=size, methods=chosen, cases=cases, device=device, models_dir=cfg.engine.models_dir)
     except ValueError as e:
         _fail([str(e)])
+    emit(result, as_json, format_table(result))
+
+
+@bench_app.command("stream")
+def bench_stream(as_json: JsonOpt = False,
+                 viewers: Annotated[int, typer.Option(help="Viewers of /stream.mjpg (one slow viewer more).", min=1, max=1000)] = 200,
+                 seconds: Annotated[float, typer.Option(help="Measured seconds.", min=0.5, max=300)] = 10.0,
+                 width: Annotated[int, typer.Option(help="Picture width.", min=16, max=4096)] = 512,
+                 height: Annotated[int, typer.Option(help="Picture height.", min=16, max=4096)] = 512,
+                 quality: Annotated[int, typer.Option(help="JPEG quality.", min=1, max=100)] = 80) -> None:
+    """Preview fan-out: per-viewer fps with many viewers, encodes per picture, a slow viewer, `watchers`."""
+    from vcam.tools.bench.stream import format_table, run_bench
+
+    result = run_bench(viewers=viewers, seconds=seconds, width=width, height=height, quality=quality)
     emit(result, as_json, format_table(result))
 
 
