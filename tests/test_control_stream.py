@@ -1,9 +1,13 @@
 """The control server's stream source: its own reader of the OUTPUT channel, one JPEG per picture for
-every viewer, status cards, the cells overlay and the token rule for the picture routes."""
+every viewer (fan-out: a slow viewer skips pictures, nobody else does), an exact `watchers` count,
+status cards, the cells overlay and the token rule for the picture routes."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -11,11 +15,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.daemon_helpers import wait_until
-from vcam.config import load_config
+from vcam.config import ControlConfig, load_config
+from vcam.control import stream as stream_module
 from vcam.control.routes import create_app
+from vcam.control.server import start_api_server
 from vcam.control.state import ControlState
-from vcam.control.stream import BOUNDARY, StreamSource, overlay_cells
+from vcam.control.stream import BOUNDARY, MultipartResponse, StreamSource, overlay_cells
 from vcam.shm import FrameChannel, FrameMeta
+from vcam.tools.bench.stream import open_viewer, stream_status
 
 W, H = 64, 48
 TOKEN = "test-token-0123456789abcdef"
@@ -44,24 +51,115 @@ def decode(jpeg: bytes) -> np.ndarray:
     return cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def test_two_viewers_get_each_picture_encoded_once(source):
-    async def watch() -> tuple[list[bytes], list[bytes]]:
-        a, b = source.multipart(False), source.multipart(False)
-        got_a, got_b = [], []
-        for i in range(5):
-            source.publish(solid(40 * i), None)
-            got_a.append(await anext(a))
-            got_b.append(await anext(b))
-        assert source.watchers == 2
-        await a.aclose()
-        await b.aclose()
-        return got_a, got_b
+async def until(pred: Callable[[], object], timeout: float = 20.0) -> None:
+    """wait_until for coroutines: the event loop keeps running the viewers meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.01)
 
-    got_a, got_b = asyncio.run(watch())
-    assert got_a == got_b  # the same bytes, shared
-    assert len(set(got_a)) == 5 and all(p.startswith(f"--{BOUNDARY}\r\nContent-Type: image/jpeg".encode()) for p in got_a)
-    assert source.counts["encodes"] == 5 and source.counts["pictures"] == 5
+
+async def collect(parts: AsyncGenerator[bytes, None], into: list[bytes]) -> None:
+    async for part in parts:
+        into.append(part)
+
+
+def test_viewers_share_one_encode_per_picture_and_variant(source):
+    async def watch() -> list[list[bytes]]:
+        got: list[list[bytes]] = [[], [], [], []]
+        viewers = [source.multipart(False), source.multipart(False), source.multipart(False), source.multipart(True)]
+        tasks = [asyncio.create_task(collect(v, into)) for v, into in zip(viewers, got)]
+        await until(lambda: source.watchers == 4)
+        mask = np.zeros((H // 16, W // 16), bool)
+        mask[0, 0] = True  # (so that the tinted pictures differ from the plain ones)
+        for i in range(5):
+            source.publish(solid(40 * i), mask)  # (a resend may repeat a picture on a busy machine: distinct ones count)
+            await until(lambda: all(len(set(g)) > i for g in got))
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert source.watchers == 0
+        return got
+
+    plain_a, plain_b, plain_c, tinted = asyncio.run(watch())
+    assert set(plain_a) == set(plain_b) == set(plain_c)  # the same bytes, shared
+    assert len(set(plain_a)) == 5 and all(p.startswith(f"--{BOUNDARY}\r\nContent-Type: image/jpeg".encode()) for p in plain_a)
+    assert len(set(tinted)) == 5 and not set(tinted) & set(plain_a)  # the overlay variant has its own encode
+    # once per picture and variant watched, not once per viewer
+    assert source.counts["encodes"] == 10 and source.counts["pictures"] == 5
+    assert source.counts["sent"] >= 20
+
+
+def test_a_slow_viewer_skips_to_the_newest_picture_and_holds_up_nobody(source):
+    async def watch() -> tuple[list[bytes], list[bytes]]:
+        fast: list[bytes] = []
+        slow = source.multipart(False)
+        task = asyncio.create_task(collect(source.multipart(False), fast))
+        first = asyncio.create_task(anext(slow))  # the slow one takes one part, then is busy elsewhere
+        await until(lambda: source.watchers == 2)
+        source.publish(solid(0), None)
+        slow_got = [await first]
+        for i in range(1, 6):
+            source.publish(solid(40 * i), None)
+            await until(lambda: len(set(fast)) > i)  # the fast viewer gets every picture meanwhile
+        slow_got.append(await anext(slow))  # back: the newest picture, nothing in between
+        await slow.aclose()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return fast, slow_got
+
+    fast, slow = asyncio.run(watch())
+    assert len(set(fast)) == 6 and slow == [fast[0], fast[-1]]
+    assert abs(decode(part_jpeg(slow[1])).mean() - 200) < 5
     assert source.watchers == 0
+
+
+def test_a_viewer_gets_the_picture_again_when_nothing_changes(source, monkeypatch):
+    monkeypatch.setattr(stream_module, "RESEND_S", 0.1)  # the keep-alive, sooner
+
+    async def watch() -> list[bytes]:
+        got: list[bytes] = []
+        task = asyncio.create_task(collect(source.multipart(False), got))
+        await until(lambda: source.watchers == 1)
+        source.publish(solid(90), None)
+        await until(lambda: len(got) >= 3)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return got
+
+    got = asyncio.run(watch())
+    assert len(set(got)) == 1 and source.counts["encodes"] == 1
+
+
+def test_a_viewer_parked_in_a_full_socket_is_counted_out_when_its_client_leaves(source):
+    """The client goes away while its viewer waits in a send that never completes (a full socket):
+    `watchers` drops anyway, at once, not when the garbage collector gets to the generator."""
+    async def serve() -> None:
+        body_sent = asyncio.Event()
+        never = asyncio.Event()
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.body":
+                body_sent.set()
+                await never.wait()  # the socket is full and stays so
+
+        async def receive() -> dict:
+            await body_sent.wait()
+            return {"type": "http.disconnect"}
+
+        response = MultipartResponse(source.multipart(False))
+        task = asyncio.create_task(response({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send))
+        await until(lambda: source.watchers == 1)
+        source.publish(solid(10), None)
+        await asyncio.wait_for(task, 20)
+        assert source.watchers == 0  # while `response` (and its generator) are still referenced here
+
+    asyncio.run(serve())
+
+
+def part_jpeg(part: bytes) -> bytes:
+    return part.split(b"\r\n\r\n", 1)[1][:-2]
 
 
 def test_reads_the_channel_only_while_wanted_and_shows_a_card_when_frames_stop(channel, source):
@@ -145,3 +243,67 @@ def test_cells_overlay_uses_the_mask_that_came_with_the_frame(channel, source):
     plain, tinted = decode(source.snapshot(False)), decode(source.snapshot(True))
     redder = tinted[..., 0].astype(int) - plain[..., 0].astype(int) > 20
     assert redder[:16, :16].mean() > 0.9 and redder[16:, 16:].mean() < 0.01
+
+
+def feed(channel: FrameChannel, stop: threading.Event) -> None:
+    """The inference process's stand-in: a new frame about 30 times a second until `stop`."""
+    i = 0
+    while not stop.wait(1 / 30):
+        channel.write(solid(i % 250), FrameMeta(i, time.monotonic(), group=i))
+        i += 1
+
+
+async def status_until(port: int, pred: Callable[[dict[str, Any]], bool], timeout: float = 20.0) -> dict[str, Any]:
+    """The stream's status over the API, once `pred` holds for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = await stream_status(port)
+        if pred(st):
+            return st
+        if time.monotonic() > deadline:
+            raise AssertionError(f"stream status {st} still not as expected after {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+def test_many_viewers_over_http_exact_watchers_and_one_encode_per_picture(channel, source):
+    """50 real HTTP viewers (45 plain, 5 with the overlay): each gets pictures, `watchers` says 50, the
+    encodes follow the pictures (not the viewers), and `watchers` is back at exactly 0 once they have
+    gone: half while pictures flow, half while the card stands still (no new picture to wake them)."""
+    n, tinted = 50, 5
+    stop = threading.Event()
+    feeder = threading.Thread(target=feed, args=(channel, stop), daemon=True)
+    source.start()
+    server = start_api_server(ControlConfig(port=0), ControlState(load_config()), lambda: {"stream": source.status},
+                              source)
+
+    async def watch() -> None:
+        viewers = [await open_viewer(server.port) for _ in range(n - tinted)]
+        viewers += [await open_viewer(server.port, "/stream.mjpg?overlay=cells") for _ in range(tinted)]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(v.first_part for v in viewers)), 30)
+            st = await stream_status(server.port)
+            assert st["watchers"] == n
+            await until(lambda: all(v.parts >= 5 for v in viewers), timeout=30)
+            st = await stream_status(server.port)
+            # at most once per picture and variant watched, however many viewers (50 would be 25x this)
+            assert 0 < st["encodes"] <= 2 * st["pictures"], st
+            for v in viewers[::2]:
+                v.close()
+            await status_until(server.port, lambda st: st["watchers"] == n // 2)
+            stop.set()  # the frames stop: after stall_timeout_s the card, then no new picture at all
+            await until(lambda: source.showing.startswith("card"))
+            for v in viewers[1::2]:
+                v.close()
+            await status_until(server.port, lambda st: st["watchers"] == 0)
+        finally:
+            for v in viewers:
+                v.close()
+
+    try:
+        feeder.start()
+        asyncio.run(watch())
+        assert source.watchers == 0
+    finally:
+        stop.set()
+        server.stop()
+        feeder.join(5)

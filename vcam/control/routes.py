@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -39,7 +39,7 @@ from vcam.control.page import PAGE_HTML
 from vcam.control.requests import ModeRequest, PresetRequest, SettingsPatch, prompt_request, validation_error
 from vcam.control.sanitize import json_safe
 from vcam.control.state import ControlError, ControlState
-from vcam.control.stream import BOUNDARY, StreamSource
+from vcam.control.stream import MultipartResponse, StreamSource
 from vcam.control.token import token_matches
 from vcam.messages import Settings
 
@@ -179,11 +179,10 @@ def create_app(state: ControlState, status: StatusFn, token: str | None, *, stre
             return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
         # (not in the schema: an endless response is no use to schema-driven clients and fuzzers)
+        # (async: nothing here blocks, so a viewer does not cost a threadpool hop to start)
         @media.get("/stream.mjpg", include_in_schema=False)
-        def mjpeg(overlay: Overlay = "none") -> StreamingResponse:
-            return StreamingResponse(stream.multipart(overlay == "cells"),
-                                     media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
-                                     headers={"Cache-Control": "no-store"})
+        async def mjpeg(overlay: Overlay = "none") -> MultipartResponse:
+            return MultipartResponse(stream.multipart(overlay == "cells"))
 
         app.include_router(media)
 
