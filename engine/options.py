@@ -8,12 +8,15 @@ is taken as it is, so engines and the spatial cache never check the same bound a
 """
 from __future__ import annotations
 
+import types
 from pathlib import Path
-from typing import Annotated, Any, Callable, ClassVar, Literal, Mapping, get_args, get_origin
+from typing import Annotated, Any, Callable, ClassVar, Literal, Mapping, Union, get_args, get_origin
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, Strict, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 
 from engine.errors import EngineConfigError
 from engine.flux2.catalog import KLEIN_MODELS
@@ -62,6 +65,34 @@ class Options(BaseModel):
         except ValidationError as e:
             raise EngineConfigError("; ".join(describe_errors(e, cls))) from None
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # Python counts True as 1, so lax int / float fields take `steps = true` as 1 step: refuse it for every
+        # numeric key at once, here, rather than relying on each field remembering Strict()
+        if isinstance(value, bool) and info.field_name is not None:
+            kind = _number_kind(cls.model_fields[info.field_name].annotation)
+            if kind is not None:
+                raise PydanticCustomError("bool_not_number", f"expected {kind}, not true or false")
+        return value
+
+
+def _number_kind(annotation: Any) -> str | None:
+    """"an integer" / "a number" when `annotation` takes an int or a float but not a bool; None otherwise."""
+    members = _members(annotation)
+    if bool in members:
+        return None
+    return "an integer" if int in members else "a number" if float in members else None
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The types a field takes, through Annotated and unions (`Steps | None` -> [int, NoneType])."""
+    if get_origin(annotation) is Annotated:
+        return _members(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        return [m for arg in get_args(annotation) for m in _members(arg)]
+    return [annotation]
+
 
 def allowed(model: type[BaseModel], loc: tuple) -> str:
     """The bounds a field declares, in words ("1-8", "a multiple of 16 in 16-2048"), from its metadata."""
@@ -96,7 +127,9 @@ def describe_errors(exc: ValidationError, model: type[BaseModel],
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         value = err.get("input")
-        shown = "" if isinstance(value, (dict, BaseModel)) else " = ********" if secret(err["loc"]) else f" = {value!r}"
+        # true / false as TOML and JSON spell them: that is how the user wrote them
+        text = str(value).lower() if isinstance(value, bool) else repr(value)
+        shown = "" if isinstance(value, (dict, BaseModel)) else " = ********" if secret(err["loc"]) else f" = {text}"
         if err["type"] == "extra_forbidden":
             lines.append(f"{key}{shown}: unknown {_what(model, err['loc'][:-1])}; allowed: "
                          f"{', '.join(_fields(model, err['loc'][:-1]))}")

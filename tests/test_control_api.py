@@ -89,7 +89,8 @@ def test_settings_patch_and_mode(http, state):
 @pytest.mark.parametrize("method,path,body,code,words", [
     ("put", "/api/prompt", {"prompt": "x" * (LIMIT + 1)}, 422, "at most 300"),
     ("put", "/api/prompt", {"prompt": "   "}, 422, "prompt: String should match pattern"),
-    ("put", "/api/prompt", {"prompt": "\x1e\x1f"}, 422, "prompt: String should match pattern"),  # str.strip() empties it
+    ("put", "/api/prompt", {"prompt": "\x1e\x1f"}, 422, "prompt: contains control character U+001E at position 1"),
+    ("put", "/api/prompt", {"prompt": "ok\x00"}, 422, "prompt: contains control character U+0000 at position 3"),
     ("put", "/api/prompt", {"prompt": "ok", "seed": 3}, 422, "seed: unknown field"),
     ("put", "/api/prompt", {"text": "ok"}, 422, "prompt: Field required"),
     ("put", "/api/prompt", {"prompt": 5}, 422, "valid string"),

@@ -71,7 +71,7 @@ def test_a_child_that_raises_reports_its_traceback_before_dying():
 
 
 def test_recorder_writes_a_readable_video(tmp_path):
-    path = tmp_path / "out" / "rec.avi"
+    path = tmp_path / "rec.avi"
     rec = RecorderSink(path, 64, 48, 10)
     for i in range(5):
         rec.send(np.full((48, 64, 3), 40 * i, np.uint8))
@@ -94,6 +94,15 @@ def test_recorder_bad_path_is_reported_not_raised(tmp_path):
     rec.send(np.zeros((48, 64, 3), np.uint8))
     rec.close()
     assert rec.status["frames"] == 0 and "cannot record to" in rec.status["error"]
+
+
+def test_recorder_does_not_create_a_missing_folder(tmp_path):
+    # the config refuses such a path up front; should the folder vanish later, the sink reports, never mkdirs
+    rec = RecorderSink(tmp_path / "typo" / "deeper" / "rec.avi", 64, 48, 10)
+    rec.send(np.zeros((48, 64, 3), np.uint8))
+    rec.close()
+    assert not (tmp_path / "typo").exists()
+    assert rec.status["frames"] == 0 and "existing, writable folder" in rec.status["error"]
 
 
 # ---- the inference worker's frame path ---------------------------------------------------------

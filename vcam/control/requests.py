@@ -13,6 +13,7 @@ from pydantic.fields import FieldInfo
 
 from engine.options import Seed, Steps
 from vcam.config import CacheConfig, InterpolationConfig
+from vcam.prompt_text import PROMPT_PATTERN, PromptText
 
 # strict: JSON types as the schema says (no false -> 0.0, no "3" -> 3); unknown keys are an error
 _STRICT = ConfigDict(extra="forbid", strict=True)
@@ -78,10 +79,11 @@ def prompt_request(limit: int) -> type[Body]:
     """The PUT /api/prompt body; its length limit is the daemon's control.max_prompt_length."""
 
     class PromptRequest(Body):
-        # at least one character that is neither whitespace nor a control character: the state strips with
-        # Python's str.strip, which also strips \x1c-\x1f (not whitespace to a JSON Schema regex's \s)
-        prompt: str = Field(min_length=1, max_length=limit, pattern=r"[^\s\x00-\x1f\x7f]",
-                            description=f"At most {limit} characters, not only whitespace or control characters")
+        # control characters are refused first, by position (PromptText); the pattern says the same in the
+        # schema and refuses a prompt of only whitespace
+        prompt: PromptText = Field(min_length=1, max_length=limit, pattern=PROMPT_PATTERN,
+                                   description=f"At most {limit} characters, not only whitespace; no control "
+                                               f"characters but tab and line breaks")
 
     return PromptRequest
 

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from engine.options import CacheOptions, InterpolationOptions, Options, Seed, Steps
 from vcam.config import Config, Preset, format_errors
 from vcam.messages import Mode, Settings
+from vcam.prompt_text import control_character_problem
 
 Listener = Callable[[Settings], None]
 
@@ -80,6 +81,10 @@ class ControlState:
         return new
 
     def set_prompt(self, prompt: str) -> Settings:
+        # every way in (API, OBS bridge) ends here; checked before strip(), which would hide \x1c-\x1f at the ends
+        problem = control_character_problem(prompt)
+        if problem:
+            raise ControlError(f"prompt {problem}")
         prompt = prompt.strip()
         if not prompt:
             raise ControlError("prompt is empty; send a non-empty text")
