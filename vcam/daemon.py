@@ -41,8 +41,11 @@ class Daemon:
         try:
             self.supervisor.start(self.state.settings)
             self.state.subscribe(self.supervisor.push)
-            self.capture = CaptureThread(open_source(cfg.source), self.supervisor.input, self.supervisor.input_bell,
-                                         cfg.source.fps, paced=cfg.source.kind != "webcam")
+            sup = self.supervisor
+            self.capture = CaptureThread(open_source(cfg.source), sup.input, sup.input_bell, cfg.source.fps,
+                                         paced=cfg.source.kind != "webcam",
+                                         # the reason is on the status cards, where the user looks
+                                         on_error=lambda e: sup.notice(f"source error: {e}" if e else None, "source"))
             self.capture.start()
             self.capture.pause(self.state.settings.mode == "paused")
             self.state.subscribe(lambda s: self.capture.pause(s.mode == "paused") if self.capture else None)
@@ -53,7 +56,6 @@ class Daemon:
                     from vcam.control.stream import StreamSource
 
                     # its own reader of OUTPUT: the stream does not depend on the output process
-                    sup = self.supervisor
                     self.stream = StreamSource(sup.output.spec, cfg.output.fps, cfg.output.stall_timeout_s,
                                                notice=lambda: sup.notice_text).start()
                     self.stream.set_mode(self.state.settings.mode)

@@ -134,6 +134,7 @@ class OutputWorker:
         return {
             "fps_target": self.cfg.output.fps,
             "showing": self.showing,
+            "card": " / ".join(self._card[0][1:]) if self.showing == "card" and self._card else None,
             "last_frame": None if m is None else {"frame_id": m.frame_id, "prompt_version": m.prompt_version,
                                                    "group": m.group, "capture_ts": m.capture_ts},
             "latency_p50_ms": _pct(self.latency_ms, 50),
