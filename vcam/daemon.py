@@ -16,6 +16,7 @@ from typing import Any
 from vcam.supervisor.capture import CaptureThread
 from vcam.config import Config
 from vcam.control.state import ControlState
+from vcam.fallbacks import status_text
 from vcam.sources import open_source
 from vcam.supervisor.supervisor import Supervisor
 
@@ -45,7 +46,7 @@ class Daemon:
             self.capture = CaptureThread(open_source(cfg.source), sup.input, sup.input_bell, cfg.source.fps,
                                          paced=cfg.source.kind != "webcam",
                                          # the reason is on the status cards, where the user looks
-                                         on_error=lambda e: sup.notice(f"source error: {e}" if e else None, "source"))
+                                         on_error=lambda e: sup.notice(status_text("source", error=e) if e else None, "source"))
             self.capture.start()
             self.capture.pause(self.state.settings.mode == "paused")
             self.state.subscribe(lambda s: self.capture.pause(s.mode == "paused") if self.capture else None)

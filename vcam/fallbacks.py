@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# restarts of a child process: the first after BACKOFF_FIRST_S, doubling up to BACKOFF_MAX_S; a child that
+# stayed up HEALTHY_AFTER_S starts again from the first delay
+BACKOFF_FIRST_S = 0.2
+BACKOFF_MAX_S = 10.0
+HEALTHY_AFTER_S = 30.0
 # a failed interpolation group is blended; the configured interpolator is tried again after this many groups
 INTERP_RETRY_GROUPS = 10
 CAMERA_RETRY_S = 5.0  # a virtual camera that cannot be opened is tried again this often
@@ -35,6 +40,23 @@ class Fallback:
 
 
 POLICY: dict[str, Fallback] = {
+    "child_died": Fallback(
+        "a child process dies (exception, crash, kill -9)",
+        "inference: the camera repeats the last frame, then a status card saying the engine restarts; output: "
+        "its warm standby takes over within a second",
+        "`inference` / `output`: `restarts`, `last_error`: \"{why}\"",
+        f"restarted after {BACKOFF_FIRST_S:g} s, doubling per crash up to {BACKOFF_MAX_S:g} s; back to "
+        f"{BACKOFF_FIRST_S:g} s after {HEALTHY_AFTER_S:g} s up"),
+    "child_hung": Fallback(
+        "a child process hangs or is stopped: no heartbeat for `watchdog.timeout_s`",
+        "killed (SIGKILL), then as when it dies",
+        "`last_error`: \"no heartbeat for {silent} s (hung or stopped; limit {limit} s), killed\"",
+        "as when it dies"),
+    "source": Fallback(
+        "the source fails: camera unplugged, unreadable file, frames of the wrong shape or type",
+        "the camera repeats the last frame, then a status card with the reason",
+        "`source.error` and the card: \"source error: {error}\"",
+        "the source is reopened with backoff; the first good frame clears it"),
     "auto_engine": Fallback(
         "`engine.name = \"auto\"` without a CUDA GPU or without klein weights",
         "`flux2-tiny` (random weights)",

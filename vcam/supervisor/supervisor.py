@@ -28,6 +28,7 @@ from typing import Any
 
 from vcam.backoff import Backoff
 from vcam.config import Config
+from vcam.fallbacks import BACKOFF_FIRST_S, BACKOFF_MAX_S, HEALTHY_AFTER_S, status_text
 from vcam.messages import ChildError, ChildStatus, Settings
 from vcam.shm import Doorbell, FrameChannel, remove_stale_segments
 from vcam.supervisor.child import RESET_STATS, STOP, Links, child_main
@@ -35,9 +36,6 @@ from vcam.supervisor.heartbeat import PHASES, STARTING, Heartbeats
 
 log = logging.getLogger(__name__)
 
-BACKOFF_FIRST_S = 0.2
-BACKOFF_MAX_S = 10.0
-HEALTHY_AFTER_S = 30.0
 OUTPUT_SLOTS = 2 * 16 + 4  # two groups of the largest interpolation factor, and room
 INFERENCE_ROW, OUTPUT_ROW, STANDBY_ROW = 0, 1, 2  # heartbeat rows; a child keeps its row when promoted
 
@@ -228,7 +226,7 @@ class Supervisor:
         limit = w.start_timeout_s if beat.phase == STARTING else w.timeout_s
         silent = now - beat.ts
         if silent > limit:
-            child.killed_for = f"no heartbeat for {silent:.1f} s (hung or stopped; limit {limit:g} s), killed"
+            child.killed_for = status_text("child_hung", silent=f"{silent:.1f}", limit=f"{limit:g}")
             log.error("%s process %s", self._name(child), child.killed_for)
             try:
                 os.kill(child.proc.pid, signal.SIGKILL)  # also ends a stopped (SIGSTOP) process
