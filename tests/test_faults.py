@@ -59,7 +59,7 @@ def child(d: Daemon, role: str) -> dict:
 def ready(d: Daemon, role: str) -> int | None:
     """The role's PID once it runs (and, for the output, once its standby waits), else None."""
     c = child(d, role)
-    if not (c["alive"] and c["phase"] == "running"):
+    if not (c["alive"] and c["heartbeat_phase"] == "running"):
         return None
     if role == "output" and (c["standby"]["phase"] != "standby" or not c.get("sinks")):
         return None

@@ -298,7 +298,7 @@ class Supervisor:
         return {
             "alive": alive,
             "pid": c.proc.pid if c.proc is not None else None,
-            "phase": PHASES.get(beat.phase) if alive else None,
+            "heartbeat_phase": PHASES.get(beat.phase) if alive else None,  # starting | running | standby
             "heartbeat_age_s": round(time.monotonic() - beat.ts, 2) if alive else None,
             "restarts": c.restarts,
             "last_error": c.last_error,
@@ -308,5 +308,6 @@ class Supervisor:
     def status(self) -> dict[str, Any]:
         out = {role: {**self._child_status(c), **c.values} for role, c in self.children.items()}
         spare = self._child_status(self.spare)
-        out["output"]["standby"] = {k: spare[k] for k in ("alive", "pid", "phase", "last_error")}
+        out["output"]["standby"] = {"alive": spare["alive"], "pid": spare["pid"], "phase": spare["heartbeat_phase"],
+                                    "last_error": spare["last_error"]}
         return out
