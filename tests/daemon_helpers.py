@@ -17,7 +17,12 @@ def shm_names(owner: int | None = None) -> set[str]:
     """The shared-memory segments owned by process `owner` (default: this one, the supervisor of an in-process
     daemon). Only those: other tests and other daemons on the machine have theirs."""
     owner = os.getpid() if owner is None else owner
-    return {f for f in os.listdir("/dev/shm") if segment_owner(f) == owner}
+    return {f for f in os.listdir("/dev/shm") if segment_owner(f) == owner and not f.startswith("sem.")}
+
+
+def semaphore_names(owner: int) -> set[str]:
+    """The multiprocessing semaphores of process `owner` (named after it: vcam.shm.name_semaphores)."""
+    return {f for f in os.listdir("/dev/shm") if f.startswith("sem.") and segment_owner(f) == owner}
 
 
 def wait_until(pred: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:

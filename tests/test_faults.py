@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from tests.camera_backend import read_log
-from tests.daemon_helpers import daemon_config, shm_names, wait_until
+from tests.daemon_helpers import daemon_config, semaphore_names, shm_names, wait_until
 from vcam.daemon import Daemon
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,8 +208,8 @@ def test_segments_of_a_daemon_killed_whole_are_removed_at_the_next_start(camera_
         for proc in procs:  # every process at once: nobody is left to clean up
             proc.kill()
         psutil.wait_procs(procs, timeout=10)
-        left = shm_names(p.pid)
-        assert left  # leaked, as the issue saw
+        assert shm_names(p.pid)  # leaked, as the issue saw
+        assert semaphore_names(p.pid)  # and multiprocessing's named semaphores (queues, doorbells)
     finally:
         if p.poll() is None:
             p.kill()
@@ -217,7 +217,7 @@ def test_segments_of_a_daemon_killed_whole_are_removed_at_the_next_start(camera_
     d = Daemon(daemon_config(camera_log))
     d.start()
     d.stop()
-    assert not shm_names(p.pid)
+    assert not shm_names(p.pid) and not semaphore_names(p.pid)
     said = [r.getMessage() for r in caplog.records if "left behind" in r.getMessage()]
     assert said and str(p.pid) in said[0], said
 

@@ -24,6 +24,7 @@ with it), the next daemon's start finds the segments whose owner is gone and rem
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import secrets
 import time
@@ -121,11 +122,21 @@ def new_segment_name(role: str) -> str:
 
 
 def segment_owner(name: str) -> int | None:
-    """The PID in a segment name made by `new_segment_name`, else None (not ours, or an older format)."""
-    parts = name.split("-")
+    """The PID in a /dev/shm name made by `new_segment_name` (or a semaphore named after `name_semaphores`),
+    else None (not ours, or an older format)."""
+    parts = name.removeprefix("sem.").split("-")
     if len(parts) != 4 or parts[0] != SHM_PREFIX or not parts[1].isdigit():
         return None
     return int(parts[1])
+
+
+def name_semaphores() -> None:
+    """Name this process's multiprocessing semaphores (queues, doorbells, events) like our segments,
+    `sem.fluxrt-<pid>-sem-<random>` in /dev/shm instead of `sem.mp-<random>`: the spawn start method keeps
+    them named until their owner frees them, so after kill -9 of every process they would leak with no
+    owner to tell. `remove_stale_segments` then removes them with the segments. (multiprocessing has no
+    public setting for it; `semprefix` is the one its `SemLock._make_name` reads.)"""
+    multiprocessing.current_process()._config["semprefix"] = f"/{SHM_PREFIX}-{os.getpid()}-sem"  # type: ignore[attr-defined]
 
 
 def pid_alive(pid: int) -> bool:
@@ -146,7 +157,8 @@ class StaleSegment:
 
 
 def remove_stale_segments(where: str = "/dev/shm") -> list[StaleSegment]:
-    """Unlink every `fluxrt-<pid>-...` segment whose owner process no longer exists; returns what went.
+    """Unlink every `fluxrt-<pid>-...` segment (and semaphore) whose owner process no longer exists; returns
+    what went.
     Segments of live processes (another daemon, a test) are left alone. No /dev/shm (macOS): nothing."""
     try:
         names = os.listdir(where)

@@ -30,7 +30,7 @@ from vcam.backoff import Backoff
 from vcam.config import Config
 from vcam.fallbacks import BACKOFF_FIRST_S, BACKOFF_MAX_S, HEALTHY_AFTER_S, status_text
 from vcam.messages import ChildError, ChildStatus, Settings
-from vcam.shm import Doorbell, FrameChannel, remove_stale_segments
+from vcam.shm import Doorbell, FrameChannel, name_semaphores, remove_stale_segments
 from vcam.supervisor.child import RESET_STATS, STOP, Links, child_main
 from vcam.supervisor.heartbeat import PHASES, STARTING, Heartbeats
 
@@ -60,11 +60,14 @@ class Supervisor:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.ctx = mp.get_context("spawn")  # torch and threads do not survive fork
+        name_semaphores()  # before the first queue: semaphores named with our PID, found if we die whole
         stale = remove_stale_segments()
         if stale:
             owners = sorted({s.owner for s in stale})
-            log.warning("removed %d shared-memory segment(s) (%.0f MB) left behind by process(es) %s that died "
-                        "without cleaning up", len(stale), sum(s.size for s in stale) / 1e6, owners)
+            sems = sum(s.name.startswith("sem.") for s in stale)
+            log.warning("removed %d shared-memory segment(s) (%.0f MB) and %d semaphore(s) left behind by "
+                        "process(es) %s that died without cleaning up", len(stale) - sems,
+                        sum(s.size for s in stale) / 1e6, sems, owners)
         w, h = cfg.engine.width, cfg.engine.height
         self.input = FrameChannel.create("input", w, h, slots=3)
         try:
