@@ -76,6 +76,11 @@ class Engine(abc.ABC):
              steps: int | None = None) -> EditResult:
         """Edit `frame` (uint8 (H, W, 3) RGB numpy); the result's frame has the same size, on `self.device`."""
 
+    def progress(self) -> None:
+        """Tell `on_progress` a long edit is moving (between its stages and steps)."""
+        if self.on_progress is not None:
+            self.on_progress()
+
     def configure_cache(self, options: Any) -> None:
         """New spatial-cache settings; engines without a cache ignore them (see the class note)."""
 

@@ -263,6 +263,7 @@ class Flux2Engine(Engine):
         plan = self._plan(steps, seed)
         txt, txt_ids = self.text.get(prompt)
         ref = self._reference_tokens(frame)  # (1, N, 128)
+        self.progress()  # text and VAE encode done
         ref_ids = plan.ref_ids
         if self._style is not None:
             ref = torch.cat([ref, self._style[0]], dim=1)
@@ -274,8 +275,7 @@ class Flux2Engine(Engine):
         for i in range(steps):
             v, kv = self._velocity(i, x, ref, txt, plan.img_ids, ref_ids, txt_ids, plan.timesteps[i:i + 1], kv)
             x = (x.to(torch.float32) + plan.dts[i] * v).to(v.dtype)  # Euler step, as the scheduler computes it
-            if self.on_progress is not None:
-                self.on_progress()
+            self.progress()
         if self.spatial_cache is not None:
             self.spatial_cache.end_frame()
         if clock is not None:

@@ -114,6 +114,10 @@ class Supervisor:
         # a fresh control queue: a dead child may have left a half-read one behind. Under the lock, so
         # settings pushed meanwhile land in the new queue after the current ones
         with self._lock:
+            old = child.links.control
+            if old is not None:  # the dead child's queue: do not wait for its feeder thread, free it now
+                old.cancel_join_thread()
+                old.close()
             child.links.control = self.ctx.Queue()
             if self.settings is not None:
                 child.links.control.put(self.settings)
