@@ -488,6 +488,32 @@ def bench_stream(as_json: JsonOpt = False,
     emit(result, as_json, format_table(result))
 
 
+@bench_app.command("soak")
+def bench_soak(as_json: JsonOpt = False,
+               minutes: Annotated[float, typer.Option(
+                   help="Minutes of load after start-up. The default 0.4 keeps the whole run (start-up ~20 s, the "
+                        "load, the killed child's return, stop) under a minute on 2 CPU cores; a real soak: 30.",
+                   min=0.1, max=24 * 60)] = 0.4,
+               engine: Annotated[str, typer.Option(help="flux2-tiny (the CPU demo model) | passthrough (cheaper) | "
+                                                        "flux2 | auto.")] = "flux2-tiny",
+               viewers: Annotated[int, typer.Option(help="Viewers of /stream.mjpg.", min=0, max=100)] = 3,
+               width: Annotated[int, typer.Option(help="Frame width (multiple of 16).", min=16, max=4096)] = 256,
+               height: Annotated[int, typer.Option(help="Frame height (multiple of 16).", min=16, max=4096)] = 256) -> None:
+    """The real daemon under viewers, a prompt change a second and a kill -9 a minute: RSS, open files and
+    threads growth, camera interval p50/p99, restarts, lost frames."""
+    from vcam.tools.bench.soak import format_table, live_progress, run_soak, show_progress
+
+    try:
+        with live_progress(show_progress(as_json)) as progress:
+            result = run_soak(minutes=minutes, engine=engine, viewers=viewers, width=width, height=height,
+                              progress=progress)
+    except ConfigError as e:
+        _fail(e.lines)
+    except ValueError as e:
+        _fail([str(e)])
+    emit(result, as_json, format_table(result))
+
+
 def main() -> None:
     app()
 
