@@ -72,3 +72,19 @@ def test_a_start_slower_than_the_watchdog_timeout_is_not_killed(tmp_path):
         assert inf["engine"] == "flux2-tiny"
     finally:
         d.stop()
+
+
+def test_busy_beats_while_the_process_computes_and_not_while_it_is_blocked(beats):
+    beats.reset(0)
+    pulse = Pulse(beats, 0)
+    with pulse.busy():
+        end = time.process_time() + 1.0
+        while time.process_time() < end:  # a slow edit: CPU in use
+            pass
+        computing = beats.read(0).count
+        blocked_from = beats.read(0)
+        time.sleep(1.0)  # a wait that never returns, for a while: no CPU used
+        blocked = beats.read(0)
+    assert computing >= 2
+    assert blocked.count - blocked_from.count <= 1  # at most the beat for the CPU just before the sleep
+    assert beats.read(0).phase == RUNNING

@@ -68,16 +68,29 @@ class InferenceWorker:
         key = (it.method, it.factor, it.model_path)
         if key != self.interp_key:
             self.interp_key = key
+            if it.method != "none" and it.factor > 1:  # otherwise there is nothing to load
+                self.say("loading the interpolator")
             with self.pulse.starting():  # loads weights
                 interp, note = build_interpolator(key[0], key[1], key[2], str(self.engine.device),
                                                   self.cfg.engine.models_dir)
             self.interp = GuardedInterpolator(interp, note) if interp is not None else None
             self.prev_out = None
 
+    def phase(self) -> str:
+        # a frame went through (or its edit failed, and `last_edit_error` says why): the engine serves
+        return "running" if self.frames or self.errors else "waiting for the first frame"
+
+    def say(self, phase: str) -> None:
+        """Report a start-up `phase` now (the status reports of `serve` pause while slow work runs). Once
+        serving, a phase would hide that it runs, and a bare phase would blank the other fields until the
+        next report: only before the first frame, and with the rest of the status."""
+        if self.phase() != "running":
+            report(self.links, "inference", {**self.status(), "phase": phase})
+
     def status(self) -> dict[str, Any]:
         s = self.settings
         return {
-            "phase": "running",
+            "phase": self.phase(),
             "engine": getattr(self.engine, "name", type(self.engine).__name__),
             "engine_note": self.engine_note,
             "engine_error": self.engine_error,
@@ -100,9 +113,12 @@ class InferenceWorker:
         }
 
     def run(self) -> None:
-        report(self.links, "inference", {"phase": "building engine"})
+        report(self.links, "inference", {"phase": "building the engine"})
+        def on_phase(phase: str) -> None:  # the engine's own stages (tiny model build, weights, set-up)
+            report(self.links, "inference", {"phase": phase})
+
         with self.pulse.starting():  # loading weights, building, compiling: slow, not hung
-            built = build_engine(self.cfg)
+            built = build_engine(self.cfg, on_phase)
         self.engine, self.engine_note, self.engine_error = built.engine, built.note, built.error
         self.engine.on_progress = self.pulse.beat  # a long edit beats between its steps
         try:
@@ -128,7 +144,8 @@ class InferenceWorker:
             got = self.input.read_latest()
             if got is None or self.settings is None or self.settings.mode == "paused":
                 continue
-            self.process(*got)
+            with self.pulse.busy():  # an edit on a loaded CPU can take seconds: slow is not hung
+                self.process(*got)
 
     def process(self, frame: np.ndarray, meta: FrameMeta) -> None:
         s = self.settings
@@ -142,6 +159,8 @@ class InferenceWorker:
                 if self.warm:
                     result = self.engine.edit(frame, prompt=s.prompt, seed=s.seed, steps=s.steps)
                 else:
+                    if not isinstance(self.engine, PassthroughEngine):  # nothing to warm up there
+                        self.say("compiling (first frame)" if self.cfg.engine.compile else "warming up (first frame)")
                     with self.pulse.starting():  # compiles and allocates on the first call
                         result = self.engine.edit(frame, prompt=s.prompt, seed=s.seed, steps=s.steps)
                     self.warm = True

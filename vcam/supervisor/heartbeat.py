@@ -7,8 +7,9 @@ kills (SIGKILL) a child whose row has not moved for longer than its phase allows
 
 Phases: STARTING (interpreter start, imports, model loading and compiling, the first edit: a helper thread
 beats, and the supervisor allows `watchdog.start_timeout_s` of silence, since one long C call such as
-loading a shared library holds the GIL); RUNNING (the child's own loop beats; `watchdog.timeout_s`);
-STANDBY (a spare output process waiting to take over; same limit as RUNNING).
+loading a shared library holds the GIL); RUNNING (the child's own loop beats, and during an edit a helper
+beats while the process uses CPU, see `Pulse.busy`; `watchdog.timeout_s`); STANDBY (a spare output process
+waiting to take over; same limit as RUNNING).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from vcam.shm import attach_segment, new_segment_name
 STARTING, RUNNING, STANDBY = 0, 1, 2
 PHASES = {STARTING: "starting", RUNNING: "running", STANDBY: "standby"}
 BEAT_EVERY_S = 0.25  # the STARTING helper thread's pace
+MIN_CPU_S = 0.005  # CPU seconds per beat interval that count as work going on (`busy`)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,33 @@ class Pulse:
     def beat(self, phase: int = RUNNING) -> None:
         if self.beats is not None and not self._helpers:  # while a STARTING helper beats, it owns the row
             self.beats.beat(self.slot, phase)
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        """Around one unit of work of unbounded length (an edit on a loaded machine can take seconds): a
+        helper thread beats (phase RUNNING) while the process uses CPU, so slow work is not taken for a
+        hang, while a deadlock, a wait that never returns or a stopped process (no CPU) still goes silent."""
+        if self.beats is None:
+            yield
+            return
+        done = threading.Event()
+
+        def helper() -> None:
+            used = time.process_time()
+            while not done.wait(BEAT_EVERY_S):
+                now_used = time.process_time()  # CPU time of the whole process, all threads
+                if now_used - used >= MIN_CPU_S:
+                    self.beats.beat(self.slot, RUNNING)  # type: ignore[union-attr]
+                used = now_used
+
+        t = threading.Thread(target=helper, name="heartbeat-busy", daemon=True)
+        t.start()
+        try:
+            yield
+        finally:
+            done.set()
+            t.join()
+            self.beat()
 
     @contextmanager
     def starting(self) -> Iterator[None]:
