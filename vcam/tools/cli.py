@@ -395,6 +395,49 @@ def hotkeys_cmd(config: ConfigOpt = None, set_: SetOpt = None, url: UrlOpt = Non
         keys.stop()
 
 
+# ---- OBS scene setup and login service (vcam.obs.setup, vcam.tools.service) ------------------------
+
+
+@app.command("obs-setup")
+def obs_setup_cmd(config: ConfigOpt = None, set_: SetOpt = None,
+                  scene: Annotated[Optional[str], typer.Option("--scene", help="OBS scene (default: the current one).")] = None) -> None:
+    """Add the daemon's stream to an OBS scene as a Media Source "FluxRT Camera" (no camera device needed);
+    also the prompt text source when obs.prompt_text_source is set. Running it again updates, never duplicates."""
+    from vcam.obs.setup import CAMERA_SOURCE, ObsSetupError, setup_obs
+
+    cfg = load(config, set_)
+    try:
+        r = setup_obs(cfg, scene)
+    except ObsSetupError as e:
+        _fail([str(e)], code=1)
+    typer.echo(f"OBS scene {r.scene!r}: Media Source {CAMERA_SOURCE!r} {r.camera}, playing {r.url_shown}, "
+               f"fitted to the {r.canvas[0]}x{r.canvas[1]} canvas")
+    if r.text is not None:
+        typer.echo(f"OBS scene {r.scene!r}: text source {cfg.obs.prompt_text_source!r} {r.text} "
+                   f"(the daemon's OBS bridge keeps it showing the prompt)")
+    for note in r.notes:
+        typer.echo(f"note: {note}", err=True)
+
+
+@app.command("install-service")
+def install_service_cmd(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Config file the service runs with "
+                                                   "(default: <user config dir>/fluxrt/config.toml, created empty).")] = None,
+    print_: Annotated[bool, typer.Option("--print", help="Print the unit; write nothing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a different existing unit.")] = False,
+    enable: Annotated[bool, typer.Option("--enable", help="Also run systemctl --user daemon-reload and enable --now.")] = False,
+    platform: Annotated[Optional[str], typer.Option("--platform", help="linux | windows | macos (default: this "
+                                                    "machine's); windows and macos print their autostart steps.")] = None,
+) -> None:
+    """Start the daemon at login: a systemd user unit on Linux; Task Scheduler / launchd steps on Windows / macOS."""
+    from vcam.tools.service import ServiceError, install
+
+    try:
+        typer.echo(install(config, print_only=print_, force=force, enable_now=enable, platform=platform), nl=False)
+    except (ServiceError, OSError) as e:
+        _fail([str(e)], code=1)
+
+
 # ---- benchmarks ----------------------------------------------------------------------------------
 
 
