@@ -10,8 +10,9 @@ ENGINE_NAMES = ("passthrough", "flux2", "flux2-tiny")
 
 def create_engine(name: str, options: Any = None, /, **kwargs: Any) -> Engine:
     """Build the engine `name`. `options`: an engine.options.EngineOptions (taken as validated) or a dict of
-    its fields; keyword arguments are its fields too (plus flux2-tiny's tiny_preset / tiny_dir). The flux2
-    engines validate them once (EngineConfigError); passthrough has no options and ignores them."""
+    its fields; keyword arguments are its fields too (plus flux2-tiny's tiny_preset / tiny_dir and the flux2
+    engines' on_phase progress callback). The flux2 engines validate them once (EngineConfigError); passthrough
+    has no options and ignores them."""
     if name == "passthrough":
         return PassthroughEngine()
     if name in ("flux2", "flux2-tiny"):

@@ -27,7 +27,8 @@ import obspython as obs
 SLOTS = 9
 DEFAULT_URL = "http://127.0.0.1:8766"
 _TIMEOUT_S = 3.0
-_HOTKEYS = [(f"fluxrt.preset.{i}", f"FluxRT: preset slot {i}", ("POST", "/api/presets/apply", {"preset": i - 1}))
+# slot i applies the daemon's preset number i (the API counts from 1, as the slots do)
+_HOTKEYS = [(f"fluxrt.preset.{i}", f"FluxRT: preset slot {i}", ("POST", "/api/presets/apply", {"preset": i}))
             for i in range(1, SLOTS + 1)]
 _HOTKEYS += [("fluxrt.next", "FluxRT: next preset", ("POST", "/api/presets/next", None)),
              ("fluxrt.prev", "FluxRT: previous preset", ("POST", "/api/presets/prev", None))]

@@ -97,8 +97,52 @@ def test_cli_exit_2_with_one_line_per_problem_and_nothing_started(tmp_path):
     r = _cli("run", "--config", str(bad), "--duration", "1")
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 2 and "engine.steps = 99" in r.stderr and "output.fps = -1" in r.stderr
+    assert len(errors) == 2 and f"error: {bad}: engine.steps = 99: " in r.stderr
+    assert f"error: {bad}: output.fps = -1" in r.stderr  # the file's values: under the file's name
     assert "running" not in r.stdout
+
+
+def test_errors_name_where_the_value_came_from(tmp_path):
+    f = tmp_path / "mine.toml"
+    f.write_text("[engine]\nsteps = 99\nwidth = 500\n")
+    sets = {"engine.width": 512, "output.fps": -1}
+    origins = {"engine.width": "--set engine.width=512", "output.fps": "--set output.fps=-1"}
+    with pytest.raises(ConfigError) as e:
+        load_config(f, sets, origins)
+    # the file's bad steps under the file's name; the --set value under what was typed; the width the file
+    # got wrong was replaced by --set, so it is no error at all
+    assert e.value.lines == [f"{f}: engine.steps = 99: Input should be less than or equal to 8 (allowed: 1-8)",
+                             "--set output.fps=-1: Input should be greater than 0 (allowed: > 0, <= 240)"]
+    with pytest.raises(ConfigError) as e:
+        load_config(None, {"engine.name": "flux3"}, {"engine.name": "--engine flux3"})
+    assert e.value.lines == ["--engine flux3: Input should be 'auto', 'passthrough', 'flux2' or 'flux2-tiny'"]
+    # "defaults" only for what nobody overrode; a whole section given later replaces the file's keys in it
+    with pytest.raises(ConfigError) as e:
+        load_config(f, {"engine": {"steps": 0}})
+    assert e.value.lines == ["override: engine.steps = 0: Input should be greater than or equal to 1 (allowed: 1-8)"]
+
+
+def test_errors_about_several_keys_name_each_origin_of_their_values(tmp_path):
+    f = tmp_path / "mine.toml"
+    f.write_text('[[presets]]\nname = "only"\nprompt = "one look"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(f, {"prompt.preset": "nope"}, {"prompt.preset": "--set prompt.preset=nope"})
+    assert e.value.lines[0].startswith(f"{f}, --set prompt.preset=nope: ")
+    assert "prompt.preset 'nope' is not a preset" in e.value.lines[0]
+    with pytest.raises(ConfigError) as e:
+        load_config(None, {"source.kind": "file"}, {"source.kind": "--source file"})
+    assert e.value.lines[0].startswith("--source file: source: ") and "needs path" in e.value.lines[0]
+    with pytest.raises(ConfigError, match=r"^--set engine.steps.x=1: steps is not a section$"):
+        load_config(None, {"engine.steps.x": 1}, {"engine.steps.x": "--set engine.steps.x=1"})
+
+
+def test_cli_errors_name_the_option_typed(tmp_path):
+    r = _cli("config", "show", "--set", "engine.steps=99", "--set", "obs.password=[1]")
+    assert r.returncode == 2
+    assert "error: --set engine.steps=99: Input should be less than or equal to 8 (allowed: 1-8)" in r.stderr
+    assert "error: --set obs.password=********: " in r.stderr and "[1]" not in r.stderr  # a secret stays masked
+    r = _cli("run", "--engine", "flux3", "--duration", "1")
+    assert r.returncode == 2 and "error: --engine flux3: Input should be 'auto'" in r.stderr, r.stderr
 
 
 def test_cli_config_show_applies_flags():

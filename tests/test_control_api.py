@@ -62,9 +62,13 @@ def test_prompt_roundtrip_bumps_version(http, state):
 def test_presets_by_name_index_next_prev(http, state):
     presets = http.get("/api/presets").json()
     names = [p["name"] for p in presets["presets"]]
-    assert names == ["watercolor", "anime", "cyberpunk", "oil"] and presets["presets"][1]["index"] == 1
+    # numbered from 1, as people count: the listing's index is what /apply takes
+    assert names == ["watercolor", "anime", "cyberpunk", "oil"] and [p["index"] for p in presets["presets"]] == [1, 2, 3, 4]
     assert http.post("/api/presets/apply", json={"preset": "cyberpunk"}).json()["preset"] == "cyberpunk"
-    assert http.post("/api/presets/apply", json={"preset": 1}).json()["preset"] == "anime"
+    assert http.post("/api/presets/apply", json={"preset": 2}).json()["preset"] == "anime"
+    assert http.post("/api/presets/apply", json={"preset": 4}).json()["preset"] == "oil"
+    assert http.post("/api/presets/apply", json={"preset": 1}).json()["preset"] == "watercolor"
+    assert http.post("/api/presets/apply", json={"preset": 2}).json()["preset"] == "anime"
     assert http.post("/api/presets/next").json()["preset"] == "cyberpunk"
     assert http.post("/api/presets/prev").json()["preset"] == "anime"
     s = http.post("/api/presets/apply", json={"preset": "next"}).json()
@@ -95,7 +99,9 @@ def test_settings_patch_and_mode(http, state):
     ("put", "/api/prompt", {"text": "ok"}, 422, "prompt: Field required"),
     ("put", "/api/prompt", {"prompt": 5}, 422, "valid string"),
     ("post", "/api/presets/apply", {"preset": "nope"}, 404, "no preset named 'nope'; presets: watercolor"),
-    ("post", "/api/presets/apply", {"preset": 99}, 404, "out of range"),
+    ("post", "/api/presets/apply", {"preset": 99}, 404, "preset 99 out of range: there are 4 presets, 1-4"),
+    ("post", "/api/presets/apply", {"preset": 5}, 404, "preset 5 out of range: there are 4 presets, 1-4"),
+    ("post", "/api/presets/apply", {"preset": 0}, 422, "preset: Input should be greater than or equal to 1"),
     ("patch", "/api/settings", {}, 422, "nothing to change"),
     ("patch", "/api/settings", {"steps": "4"}, 422, "steps"),
     ("patch", "/api/settings", {"cache": {"enabled": 1}}, 422, "cache.enabled"),
@@ -266,7 +272,9 @@ def test_server_client_and_cli(tmp_path, state):
     try:
         with DaemonClient(server.url) as c:
             assert c.set_prompt("a linocut print")["prompt"] == "a linocut print"
-            assert c.apply_preset("2")["preset"] == "cyberpunk"  # the client's index is 0-based, like the API
+            assert c.apply_preset("3")["preset"] == "cyberpunk"  # numbered from 1, as the API and the CLI
+            assert c.apply_preset(1)["preset"] == "watercolor"
+            assert c.apply_preset("3")["preset"] == "cyberpunk"
             assert c.apply_preset("next")["preset"] == "oil"
             assert c.status()["daemon"]["output"]["last_frame"]["prompt_version"] == 1
         args = ["--url", server.url]
@@ -278,8 +286,13 @@ def test_server_client_and_cli(tmp_path, state):
         assert r.exit_code == 0 and json.loads(r.stdout)["preset"] == "oil"
         r = runner.invoke(cli_app, ["preset", "nope", *args])
         assert r.exit_code == 1 and "no preset named 'nope'" in r.stderr
+        r = runner.invoke(cli_app, ["preset", "9", *args])
+        assert r.exit_code == 1 and "preset 9 out of range: there are 4 presets, 1-4" in r.stderr
+        r = runner.invoke(cli_app, ["preset", "0", *args])
+        assert r.exit_code == 2 and "preset 0 out of range: presets are numbered from 1" in r.stderr
         r = runner.invoke(cli_app, ["presets", *args])
-        assert r.exit_code == 0 and "* 4. oil" in r.stdout
+        assert r.exit_code == 0 and "  1. watercolor" in r.stdout and "* 4. oil" in r.stdout
+        assert state.settings.preset == "oil"  # neither refusal changed it
     finally:
         server.stop()
     with pytest.raises(DaemonUnavailable, match="start one with `fluxrt-cam run`"):

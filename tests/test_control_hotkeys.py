@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_bindings():
     keys = bindings()
-    assert keys["<ctrl>+<alt>+1"] == ("preset", 0) and keys["<ctrl>+<alt>+9"] == ("preset", 8)
+    assert keys["<ctrl>+<alt>+1"] == ("preset", 1) and keys["<ctrl>+<alt>+9"] == ("preset", 9)  # as people count
     assert keys["<ctrl>+<alt>+n"] == ("preset", "next") and keys["<ctrl>+<alt>+p"] == ("preset", "prev")
     assert len(bindings(3)) == 5
 

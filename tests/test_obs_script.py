@@ -55,7 +55,7 @@ def test_next_and_previous_hotkeys(rig):
 def test_empty_slot_and_missing_daemon_are_logged_warnings(rig):
     v0 = rig.state.settings.prompt_version
     press(rig, "fluxrt.preset.9")  # only 4 presets configured
-    wait_for(lambda: "preset slot 9 refused: preset index 8 out of range" in rig.obs.log_text(), 10,
+    wait_for(lambda: "preset slot 9 refused: preset 9 out of range: there are 4 presets, 1-4" in rig.obs.log_text(), 10,
              what="the empty-slot warning")
     assert rig.state.settings.prompt_version == v0
     rig.state.set_prompt("missing daemon test start")

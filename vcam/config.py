@@ -160,9 +160,15 @@ class ConfigError(Exception):
         self.lines = lines
 
 
+def secret_key(loc: tuple | str) -> bool:
+    """Whether the key at `loc` (a path or a dotted name) holds a secret whose value must never be shown."""
+    parts = loc.split(".") if isinstance(loc, str) else loc
+    return any("password" in str(p) or "token" in str(p) for p in parts)
+
+
 def format_errors(exc: ValidationError, model: type[BaseModel] = Config) -> list[str]:
     """One line per problem, naming the key (passwords and tokens masked)."""
-    return describe_errors(exc, model, secret=lambda loc: any("password" in str(p) or "token" in str(p) for p in loc))
+    return describe_errors(exc, model, secret=secret_key)
 
 
 def default_toml() -> str:
@@ -170,14 +176,15 @@ def default_toml() -> str:
     return resources.files("vcam").joinpath("default.toml").read_text()
 
 
-def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Override `section.key` in a raw config dict (used for CLI flags and `--set`)."""
+def set_dotted(data: dict[str, Any], dotted: str, value: Any, origin: str | None = None) -> None:
+    """Override `section.key` in a raw config dict (used for CLI flags and `--set`); `origin` (e.g.
+    "--set engine.steps.x=1") starts the error's line, so it names what the user typed."""
     parts = dotted.split(".")
     cur = data
     for p in parts[:-1]:
         cur = cur.setdefault(p, {})
         if not isinstance(cur, dict):
-            raise ConfigError([f"{dotted}: {p} is not a section"])
+            raise ConfigError([f"{origin or dotted}: {p} is not a section"])
     cur[parts[-1]] = value
 
 
@@ -197,26 +204,88 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+DEFAULTS = "defaults"
+OVERRIDE = "override"  # an override given without an origin (a program's, not a person's)
+
+
+def _leaves(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The key paths of a TOML table's values; an array ([[presets]]) is one value, as `_merge` replaces it whole."""
+    out: list[tuple[str, ...]] = []
+    for key, value in data.items():
+        out += _leaves(value, (*prefix, key)) if isinstance(value, dict) and value else [(*prefix, key)]
+    return out
+
+
+class _Origins:
+    """Where each key's value came from: the defaults, the config file, or an override (`--set`, a CLI flag).
+    The latest source of a key wins, as it does for the value; a whole table set later replaces the origins
+    of the keys inside it."""
+
+    def __init__(self) -> None:
+        self._of: dict[tuple[str, ...], tuple[str, bool]] = {}  # path -> (label, the label shows the value)
+
+    def set(self, path: tuple[str, ...], label: str, shows_value: bool) -> None:
+        for known in [k for k in self._of if k[:len(path)] == path]:
+            del self._of[known]
+        self._of[path] = (label, shows_value)
+
+    def of(self, loc: tuple) -> tuple[list[str], bool]:
+        """(labels, whether the one label already shows this very key and its value) for an error at `loc`."""
+        loc = tuple(str(p) for p in loc)
+        holders = [k for k in self._of if loc[:len(k)] == k]
+        if holders:  # the value at `loc` or a table or array holding it
+            key = max(holders, key=len)
+            label, shows_value = self._of[key]
+            return [label], shows_value and key == loc
+        # an error about a whole table (or the whole config): where the values inside it came from
+        labels = list(dict.fromkeys(label for k, (label, _) in self._of.items() if k[:len(loc)] == loc))
+        return labels or [DEFAULTS], False
+
+
+def _without_key(line: str, err: Any) -> str:
+    """`key = value: message` -> `message`, for an origin label that already shows the key and the value
+    as the user typed them (`--set engine.steps=99`). The line as it is when it has another form."""
+    key = ".".join(str(p) for p in err["loc"])
+    value = err.get("input")
+    text = str(value).lower() if isinstance(value, bool) else repr(value)  # as describe_errors writes it
+    for shown in ("", " = ********", f" = {text}"):
+        if line.startswith(f"{key}{shown}: "):
+            return line[len(key) + len(shown) + 2:]
+    return line
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None,
+                origins: dict[str, str] | None = None) -> Config:
     """The embedded defaults, then the file at `path` key by key, then the dotted `overrides`; validated.
-    Raises ConfigError."""
+    Raises ConfigError, one line per problem, each starting with where the bad value came from: the label
+    `origins` gives its override key (the CLI: "--set engine.steps=99", "--engine flux3"), the file's path,
+    or "defaults" only when neither set it. Labels that show the value replace the line's own `key = value`."""
     raw = tomllib.loads(default_toml())
-    where = "defaults"
+    where = _Origins()
     if path is not None:
         path = Path(path).expanduser()
         if not path.is_file():
             raise ConfigError([f"config file {path} does not exist; pass an existing file or omit --config"])
         try:
-            raw = _merge(raw, tomllib.loads(path.read_text()))
+            data = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as e:
             raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
-        where = str(path)
+        raw = _merge(raw, data)
+        for leaf in _leaves(data):
+            where.set(leaf, str(path), False)
     for key, value in (overrides or {}).items():
-        set_dotted(raw, key, value)
+        label = (origins or {}).get(key)
+        set_dotted(raw, key, value, label)
+        where.set(tuple(key.split(".")), label or OVERRIDE, label is not None)
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError([f"{where}: {line}" for line in format_errors(e)]) from None
+        lines = []
+        # describe_errors gives one line per error, in order
+        for err, line in zip(e.errors(), format_errors(e), strict=True):
+            labels, shows_value = where.of(err["loc"])
+            lines.append(f"{', '.join(labels)}: {_without_key(line, err) if shows_value else line}")
+        raise ConfigError(lines) from None
 
 
 def effective_toml(cfg: Config) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,8 +128,9 @@ class EngineBuild:
     error: str | None = None  # the configured engine failed: frames pass through
 
 
-def build_engine(cfg: Config) -> EngineBuild:
-    """The engine the config asks for, or what the policy puts in its place; never raises."""
+def build_engine(cfg: Config, on_phase: Callable[[str], None] | None = None) -> EngineBuild:
+    """The engine the config asks for, or what the policy puts in its place; never raises. `on_phase(text)`
+    hears the slow stages of a FLUX.2 build (tiny model build, weights, set-up) for the start-up progress."""
     from engine import PassthroughEngine, create_engine
     from vcam.inference.engine_choice import auto_engine, engine_options
 
@@ -139,12 +141,13 @@ def build_engine(cfg: Config) -> EngineBuild:
         return EngineBuild(PassthroughEngine(), note)
     options = engine_options(cfg)
     try:
-        return EngineBuild(create_engine(name, options), note)
+        return EngineBuild(create_engine(name, options, on_phase=on_phase), note)
     except Exception as e:  # noqa: BLE001 - any build failure keeps the camera alive
         if auto and name == "flux2":
             log.warning("flux2 unavailable (%s); using the tiny model", e)
             try:
-                return EngineBuild(create_engine("flux2-tiny", options), status_text("auto_flux2_build", error=e))
+                return EngineBuild(create_engine("flux2-tiny", options, on_phase=on_phase),
+                                   status_text("auto_flux2_build", error=e))
             except Exception as e2:  # noqa: BLE001
                 e = e2
         log.error("engine %s failed to start: %s", name, e)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -350,14 +351,17 @@ def _to(module: torch.nn.Module, device: torch.device | None, dtype: torch.dtype
 
 
 def create_flux2_engine(options: EngineOptions | dict | None = None, /, *, tiny: bool = False,
-                        tiny_preset: str | None = None, tiny_dir: Path | None = None, **changes: Any) -> Flux2Engine:
+                        tiny_preset: str | None = None, tiny_dir: Path | None = None,
+                        on_phase: Callable[[str], None] | None = None, **changes: Any) -> Flux2Engine:
     """Build `flux2` (a model folder / hub id) or `flux2-tiny` (built once offline, loaded the same way).
 
     `options`: an EngineOptions (used as it is), or a dict of its fields; keyword arguments are its fields
     too. Validated once, here (EngineConfigError naming each bad key). flux2-tiny also takes tiny_preset
     ("test" | "demo" | "bench", default "demo"; a preset name given as `model` selects it too) and tiny_dir
-    (build into / load from that folder instead of ~/.cache/fluxrt/tiny).
+    (build into / load from that folder instead of ~/.cache/fluxrt/tiny). `on_phase(text)` hears which slow
+    stage starts ("building the tiny model", "loading weights", "setting up on <device>"), for a progress display.
     """
+    say = on_phase or (lambda _text: None)
     if not tiny and (tiny_preset is not None or tiny_dir is not None):
         raise EngineConfigError("tiny_preset and tiny_dir are flux2-tiny options; use the flux2-tiny engine or "
                                 "remove them")
@@ -371,9 +375,11 @@ def create_flux2_engine(options: EngineOptions | dict | None = None, /, *, tiny:
         from engine.flux2 import tiny as tiny_mod
 
         name = tiny_preset or (model if model in tiny_mod.PRESETS else tiny_mod.DEFAULT_PRESET)
-        folder = tiny_mod.ensure_tiny(tiny_mod.preset(name), folder=tiny_dir)
+        folder = tiny_mod.ensure_tiny(tiny_mod.preset(name), folder=tiny_dir, on_phase=on_phase)
         model, models_dir = str(folder), None
+    say("loading weights")
     components = loader.load(model, models_dir, dtype=dtype)
+    say(f"setting up on {device}")  # moves the weights, probes attention backends, wraps for torch.compile
     engine = Flux2Engine(
         components, width=o.width, height=o.height, steps=o.steps, seed=o.seed, device=device, dtype=dtype,
         vae=o.vae, taef2_path=o.taef2_path, models_dir=o.models_dir.expanduser(),

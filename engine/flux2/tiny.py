@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -173,11 +174,15 @@ def save_tiny(spec: TinySpec, folder: Path) -> Path:
     return Path(folder)
 
 
-def ensure_tiny(spec: TinySpec = TEST, folder: Path | None = None, cache_root: Path | None = None) -> Path:
-    """The folder of `spec`: built once (atomically) under `cache_root/<hash>`, or at `folder` when given."""
+def ensure_tiny(spec: TinySpec = TEST, folder: Path | None = None, cache_root: Path | None = None,
+                on_phase: Callable[[str], None] | None = None) -> Path:
+    """The folder of `spec`: built once (atomically) under `cache_root/<hash>`, or at `folder` when given.
+    `on_phase("building the tiny model")` is called when it has to be built (tens of seconds on a CPU)."""
     target = Path(folder).expanduser() if folder is not None else (cache_root or default_cache_root()) / spec.key()
     if (target / "model_index.json").is_file():
         return target
+    if on_phase is not None:
+        on_phase("building the tiny model")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:

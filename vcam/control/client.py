@@ -80,7 +80,7 @@ class DaemonClient:
         return self._call("PUT", "/prompt", {"prompt": prompt})
 
     def apply_preset(self, ref: str | int) -> dict[str, Any]:
-        """A preset name, a 0-based index (int or digits), 'next' or 'prev'."""
+        """A preset name, its number (1 = the first; int or digits), 'next' or 'prev'."""
         if ref in ("next", "prev", "previous"):
             return self._call("POST", "/presets/next" if ref == "next" else "/presets/prev")
         if isinstance(ref, str) and ref.isdigit():

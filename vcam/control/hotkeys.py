@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from vcam.control.client import ControlRequestError, DaemonClient, DaemonUnavailable
 
-Action = tuple[str, int | str]  # ("preset", 0-based index) | ("preset", "next" | "prev")
+Action = tuple[str, int | str]  # ("preset", number: 1 = the first) | ("preset", "next" | "prev")
 
 
 class HotkeysUnavailable(RuntimeError):
@@ -24,7 +24,7 @@ class HotkeysUnavailable(RuntimeError):
 
 def bindings(slots: int = 9) -> dict[str, Action]:
     """pynput hotkey strings -> actions."""
-    keys: dict[str, Action] = {f"<ctrl>+<alt>+{i}": ("preset", i - 1) for i in range(1, min(slots, 9) + 1)}
+    keys: dict[str, Action] = {f"<ctrl>+<alt>+{i}": ("preset", i) for i in range(1, min(slots, 9) + 1)}
     keys["<ctrl>+<alt>+n"] = ("preset", "next")
     keys["<ctrl>+<alt>+p"] = ("preset", "prev")
     return keys

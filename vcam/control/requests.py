@@ -26,7 +26,7 @@ def _whole(v: Any) -> Any:
 
 JsonInt = Annotated[int, BeforeValidator(_whole)]
 # (this order keeps minimum/maximum in the schema)
-PresetIndex = Annotated[int, Field(ge=0, le=10_000), BeforeValidator(_whole)]
+PresetIndex = Annotated[int, Field(ge=1, le=10_000), BeforeValidator(_whole)]  # 1 = the first, as people count
 PresetName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
@@ -36,7 +36,7 @@ class Body(BaseModel):
 
 class PresetRequest(Body):
     preset: PresetIndex | PresetName = Field(
-        description="A preset name, a 0-based index, 'next' or 'prev'")
+        description="A preset name, its number (1 = the first), 'next' or 'prev'")
 
 
 class ModeRequest(Body):

@@ -5,8 +5,9 @@ Routes (JSON in and out under /api; errors are `{"detail": "..."}` with a 4xx co
   GET  /api/settings                 the live settings (prompt, prompt_version, preset, seed, ...)
   PATCH /api/settings                change seed / steps / mode / cache.* / interpolation.*
   GET  /api/prompt, PUT /api/prompt  read / set the prompt
-  GET  /api/presets                  the configured presets (index, name, prompt, ...) and the current one
-  POST /api/presets/apply            {"preset": name | index | "next" | "prev"}
+  GET  /api/presets                  the configured presets (index: 1 = the first, name, prompt, ...) and the
+                                     current one
+  POST /api/presets/apply            {"preset": name | index (1 = the first) | "next" | "prev"}
   POST /api/presets/next, /prev      step through the presets
   PUT  /api/mode                     {"mode": "live" | "passthrough" | "paused"}
   GET  /api/status                   {"settings": ..., "daemon": <the daemon's status dict>}
@@ -133,10 +134,10 @@ def create_app(state: ControlState, status: StatusFn, token: str | None, *, stre
 
     @api.get("/presets", summary="The configured presets")
     def get_presets() -> dict[str, Any]:
-        items = [{"index": i, **p.model_dump(mode="json")} for i, p in enumerate(state.presets)]
+        items = [{"index": i, **p.model_dump(mode="json")} for i, p in enumerate(state.presets, start=1)]
         return {"presets": items, "current": state.settings.preset}
 
-    @api.post("/presets/apply", summary="Apply a preset by name, 0-based index, 'next' or 'prev'",
+    @api.post("/presets/apply", summary="Apply a preset by name, number (1 = the first), 'next' or 'prev'",
               responses=_NOT_FOUND)
     def apply_preset(body: PresetRequest) -> dict[str, Any]:
         return _apply(body.preset)

@@ -94,10 +94,12 @@ class ControlState:
 
     def _find(self, ref: str | int) -> Preset:
         if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-            i = int(ref)
-            if not 0 <= i < len(self.presets):
-                raise ControlError(f"preset index {i} out of range; there are {len(self.presets)} presets (0-based)")
-            return self.presets[i]
+            # numbered from 1 everywhere a person sees a number: CLI, API, hotkeys, the page, OBS
+            n, count = int(ref), len(self.presets)
+            if not 1 <= n <= count:
+                there = f"there are {count} presets, 1-{count}" if count else "no presets are configured"
+                raise ControlError(f"preset {n} out of range: {there}")
+            return self.presets[n - 1]
         for p in self.presets:
             if p.name == ref:
                 return p
@@ -105,7 +107,7 @@ class ControlState:
         raise ControlError(f"no preset named {ref!r}; presets: {names}")
 
     def apply_preset(self, ref: str | int) -> Settings:
-        """Apply a preset by name, 0-based index, or 'next' / 'prev'."""
+        """Apply a preset by name, number (1 = the first), or 'next' / 'prev'."""
         with self._lock:  # 'next' is relative to the current preset
             return self._apply_preset(ref)
 

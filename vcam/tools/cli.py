@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from vcam.config import Config, ConfigError, effective_toml, load_config, parse_value
+from vcam.config import Config, ConfigError, effective_toml, load_config, parse_value, secret_key
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="FluxRT Camera: a real-time AI virtual camera.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
@@ -28,17 +32,26 @@ def _fail(lines: list[str], code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def load(config: Path | None, sets: list[str] | None, **flags: Any) -> Config:
-    """Config file + `--set` overrides + explicit flags (None = not given); exits 2 on any problem."""
+def load(config: Path | None, sets: list[str] | None, *, flag_names: dict[str, str] | None = None,
+         **flags: Any) -> Config:
+    """Config file + `--set` overrides + explicit flags (None = not given); exits 2 on any problem. Each
+    error names where its value came from: `--set KEY=VALUE`, the flag (`flag_names`: key -> "--engine"), a
+    command's own setting (`key = value`), the file, the defaults."""
     overrides: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     for item in sets or []:
         if "=" not in item:
             _fail([f"--set {item!r}: expected KEY=VALUE, e.g. --set engine.steps=4"])
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = parse_value(value.strip())
-    overrides.update({k: v for k, v in flags.items() if v is not None})
+        key, value = (part.strip() for part in item.split("=", 1))
+        overrides[key] = parse_value(value)
+        origins[key] = f"--set {key}={'********' if secret_key(key) else value}"
+    for key, value in flags.items():
+        if value is not None:
+            overrides[key] = value
+            name = (flag_names or {}).get(key)
+            origins[key] = f"{name} {value}" if name else f"{key} = {value!r}"
     try:
-        return load_config(config, overrides)
+        return load_config(config, overrides, origins)
     except ConfigError as e:
         _fail(e.lines)
     raise AssertionError  # unreachable
@@ -56,15 +69,48 @@ def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 # ---- daemon commands (vcam.daemon) ---------------------------------------------------------------
 DurationOpt = Annotated[Optional[float], typer.Option("--duration", help="Stop after this many seconds (default: until Ctrl-C).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No start-up progress and no live status line.")]
+LogJsonOpt = Annotated[bool, typer.Option("--log-json", help="Logs as JSON lines on stderr; no live status line.")]
+_LABEL = 16  # width of the labels of the start-up lines ("  page:", "  stream:" ...)
 
 
-def _serve(cfg: Config, duration: float | None, banner: str) -> None:
-    """Start the daemon, say where to look, run until Ctrl-C / SIGTERM / duration, stop cleanly."""
-    import logging
-    import time
+class _JsonLogFormatter(logging.Formatter):
+    """One JSON object per record, for log collectors (journald, a service manager, Loki)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+class _StderrNow:
+    """sys.stderr as it is at each write, not when logging was set up: while the live line shows, rich has
+    replaced it with a proxy that prints above the line, so log lines do not tear it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _setup_logging(level: str, as_json: bool) -> None:
+    handler = logging.StreamHandler(_StderrNow())  # type: ignore[arg-type]
+    handler.setFormatter(_JsonLogFormatter() if as_json else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+
+
+def _line(label: str, text: str) -> str:
+    return f"  {label + ':':<{_LABEL}}{text}"
+
+
+def _serve(cfg: Config, duration: float | None, banner: str, quiet: bool = False, log_json: bool = False) -> None:
+    """Start the daemon, say where to look, show the start-up and a live status line, run until Ctrl-C /
+    SIGTERM / duration, stop cleanly."""
     from datetime import datetime
-
-    import threading
 
     from vcam.instance_lock import AlreadyRunning, InstanceLock
 
@@ -85,7 +131,7 @@ def _serve(cfg: Config, duration: float | None, banner: str) -> None:
     from vcam.daemon import Daemon, stop_on_signals
     from vcam.shm import ChannelError
 
-    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup_logging(cfg.log_level, log_json)
     stop = threading.Event()
     stop_on_signals(stop)  # from the first moment: a signal during start-up still stops cleanly
     daemon = Daemon(cfg)
@@ -93,58 +139,176 @@ def _serve(cfg: Config, duration: float | None, banner: str) -> None:
         daemon.start()
     except (ApiStartError, ChannelError) as e:
         _fail([str(e)])
-    if daemon.api is not None:
-        lock.update(control_url=daemon.api.url)  # the real port (control.port = 0 picks one)
-    typer.echo(banner)
-    # the children report within a second; wait for the output's first report and the engine's first words
-    deadline = time.monotonic() + 5
-    st = daemon.status()
-    while time.monotonic() < deadline and not stop.is_set() and "sinks" not in st["output"]:
-        time.sleep(0.1)
-        st = daemon.status()
-    if st["control_url"]:
-        what = "controls and the live picture" if st["stream_url"] else "controls"
-        typer.echo(f"  page:           {st['control_url']}/  ({what}; `fluxrt-cam prompt \"...\"` from a shell)")
-    if st["stream_url"]:
-        typer.echo(f"  stream:         {st['stream_url']}  (MJPEG: a browser, VLC or an OBS media source)")
-    elif cfg.output.preview and not cfg.control.enabled:
-        typer.echo("  stream:         off (the control server serves it; control.enabled = false)")
-    cam = (st["output"].get("sinks") or {}).get("virtual_camera")
-    if cfg.output.virtual_camera == "off":
-        typer.echo("  virtual camera: off (output.virtual_camera = \"off\")")
-    elif cam and cam.get("active"):
-        typer.echo(f"  virtual camera: {cfg.output.camera_label!r} on {cam.get('device')} - pick it in Zoom/Meet/OBS")
-    elif cam and cam.get("error"):
-        typer.echo(f"  virtual camera: not available - {cam['error']}")
-    typer.echo(f"  prompt:         {st['settings']['prompt']!r}")
-    _wait_for_engine(daemon, stop)
-    typer.echo("Ctrl-C stops; `fluxrt-cam status` shows fps and timings.")
-    daemon.run_forever(duration, stop)
+    deadline = None if duration is None else time.monotonic() + duration
+    try:
+        if daemon.api is not None:
+            lock.update(control_url=daemon.api.url)  # the real port (control.port = 0 picks one)
+        # the control server listens now: where to look comes first, whatever the engine is still doing
+        typer.echo(banner)
+        _show_addresses(daemon.status(), cfg)
+        if quiet:
+            typer.echo("Ctrl-C stops; `fluxrt-cam status` shows fps and timings.")
+        else:
+            _watch(daemon, cfg, stop, deadline, live=sys.stdout.isatty() and not log_json)
+        stop.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    finally:
+        daemon.stop()
     typer.echo("stopped.")
 
 
-def _wait_for_engine(daemon: Any, stop: Any, timeout: float = 600) -> None:
-    """Show a spinner while the inference process builds its engine (the first tiny-model build and
-    large weights take a while), then say which engine runs and why."""
-    import time
+def _show_addresses(st: dict[str, Any], cfg: Config) -> None:
+    if st["control_url"]:
+        what = "controls and the live picture" if st["stream_url"] else "controls"
+        typer.echo(_line("page", f"{st['control_url']}/  ({what}; `fluxrt-cam prompt \"...\"` from a shell)"))
+    if st["stream_url"]:
+        typer.echo(_line("stream", f"{st['stream_url']}  (MJPEG: a browser, VLC, ffmpeg or an OBS media source)"))
+    elif cfg.output.preview and not cfg.control.enabled:
+        typer.echo(_line("stream", "off (the control server serves it; control.enabled = false)"))
+    if cfg.output.virtual_camera == "off":
+        typer.echo(_line("virtual camera", "off (output.virtual_camera = \"off\")"))
+    typer.echo(_line("prompt", repr(st["settings"]["prompt"])))
+
+
+def _engine_phase(inf: dict[str, Any]) -> str:
+    """What the inference process is doing, in words: the phase it reports, or why it has none yet."""
+    if inf.get("alive") is False:
+        return "restarting the inference process" + (f" ({inf['last_error']})" if inf.get("last_error") else "")
+    return inf.get("phase") or "starting the inference process"  # imports (torch) come before its first report
+
+
+def _camera_line(out: dict[str, Any], cfg: Config) -> str | None:
+    """The virtual camera's start-up line, once the output process has said how it went (None before)."""
+    cam = (out.get("sinks") or {}).get("virtual_camera")
+    if cam is None:
+        return None
+    if cam.get("active"):
+        return f"{cfg.output.camera_label!r} on {cam.get('device')} - pick it in Zoom/Meet/OBS"
+    return f"not available - {cam['error']}" if cam.get("error") else None
+
+
+class _StartUp:
+    """What changed since the last look at the daemon's status during start-up, as lines: the virtual
+    camera once the output process reports it, the source's errors, each new engine phase."""
+
+    def __init__(self, cfg: Config, live: bool):
+        self.cfg, self.live = cfg, live
+        self.camera_told = cfg.output.virtual_camera == "off"  # already said, with the addresses
+        self.source_error: str | None = None
+        self.phase: str | None = None
+        self.since = time.monotonic()
+
+    def news(self, st: dict[str, Any]) -> list[str]:
+        lines = []
+        if not self.camera_told and (cam := _camera_line(st["output"], self.cfg)):
+            lines.append(_line("virtual camera", cam))
+            self.camera_told = True
+        error = st["source"].get("error")
+        if error and error != self.source_error:
+            lines.append(_line("source", error))
+        self.source_error = error
+        phase, now = _engine_phase(st["inference"]), time.monotonic()
+        if phase != self.phase:
+            if self.live and self.phase is not None:  # the spinner showed it; what stays is how long it took
+                lines.append(_line("done", f"{self.phase}, {now - self.since:.1f} s"))
+            elif not self.live and phase != "running":  # plain lines: each phase as it starts
+                lines.append(_line("starting", phase))
+            self.phase, self.since = phase, now
+        return lines
+
+    def spinner_text(self) -> str:
+        return f"{self.phase}  {time.monotonic() - self.since:.0f} s"
+
+
+def _watch(daemon: Any, cfg: Config, stop: threading.Event, deadline: float | None, live: bool) -> None:
+    """Start-up progress (the engine's build, load, compile and warm-up phases) until the engine runs, then,
+    on a terminal (`live`), a status line refreshed in place until `stop` or `deadline`. Not on a terminal:
+    plain lines only, none after the start-up."""
+    from contextlib import nullcontext
 
     from rich.console import Console
+    from rich.live import Live
+    from rich.spinner import Spinner
+    from rich.text import Text
 
-    deadline = time.monotonic() + timeout
-    with Console(stderr=True).status("building the engine..."):
-        while not stop.is_set() and time.monotonic() < deadline:
-            inf = daemon.status()["inference"]
-            if inf.get("phase") == "running":
+    console = Console(highlight=False)
+    startup = _StartUp(cfg, live)
+
+    def say(line: str) -> None:
+        if live:
+            console.print(Text(line))  # above the spinner / live line; Text: a prompt's [brackets] are not markup
+        else:
+            typer.echo(line)
+
+    def over() -> bool:
+        return stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
+
+    view = None
+    if live:  # stderr goes above the line only when it goes to the terminal anyway (not with `2>file`)
+        view = Live(console=console, transient=True, refresh_per_second=4, redirect_stderr=sys.stderr.isatty())
+    spinner = Spinner("dots")  # one, so that it turns between updates
+    with view or nullcontext():
+        while not over():
+            st = daemon.status()
+            for line in startup.news(st):
+                say(line)
+            if startup.phase == "running":
                 break
-            time.sleep(0.2)
-    inf = daemon.status()["inference"]
-    if inf.get("phase") != "running":
-        typer.echo("  engine:         still starting (see `fluxrt-cam status`)")
-        return
-    typer.echo(f"  engine:         {inf.get('engine')}")
-    for key in ("engine_note", "engine_error", "interpolator_note"):
-        if inf.get(key):
-            typer.echo(f"  note:           {inf[key]}")
+            if view is not None:
+                spinner.update(text=Text(startup.spinner_text()))
+                view.update(spinner)
+            stop.wait(0.25)
+        if over():
+            return
+        inf = st["inference"]
+        say(_line("engine", str(inf.get("engine"))))
+        for key in ("engine_note", "engine_error", "interpolator_note"):
+            if inf.get(key):
+                say(_line("note", inf[key]))
+        say("Ctrl-C stops; `fluxrt-cam status` shows fps and timings.")
+        while view is not None and not over():
+            view.update(Text(_live_line(daemon.status()), no_wrap=True, overflow="ellipsis"))
+            stop.wait(0.5)
+
+
+def _fps(interval_ms: float | None) -> str:
+    return f"{1000 / interval_ms:.1f} fps" if interval_ms else "- fps"
+
+
+def _camera_state(out: dict[str, Any]) -> str:
+    """The virtual camera in a word or two."""
+    if "sinks" not in out:
+        return "-"  # the output process has not reported yet
+    cam = out["sinks"].get("virtual_camera")
+    if cam is None:
+        return "off"
+    return str(cam.get("device")) if cam.get("active") else "not available"
+
+
+def _obs_state(obs: dict[str, Any]) -> str:
+    if not obs.get("enabled"):
+        return "off"
+    if obs.get("connected"):
+        return "connected" + (f" ({obs['scene']})" if obs.get("scene") else "")
+    return str(obs.get("state") or "not connected")
+
+
+def _live_line(st: dict[str, Any]) -> str:
+    """The one-line status: output fps, engine fps, latency p50, active cells, camera, OBS, mode, prompt."""
+    inf, out, s = st["inference"], st["output"], st["settings"]
+    phase = _engine_phase(inf)
+    active = (inf.get("cache") or {}).get("active_fraction")
+    p50 = out.get("latency_p50_ms")
+    parts = [
+        f"out {_fps(out.get('interval_mean_ms'))}",
+        f"engine {inf.get('engine_fps', 0):.1f} fps" if phase == "running" else f"engine: {phase}",
+        f"p50 {p50:.0f} ms" if p50 is not None else "p50 -",
+        f"active {active:.0%}" if active is not None else "active -",
+        f"camera {_camera_state(out)}",
+        f"OBS {_obs_state(st.get('obs') or {})}",
+    ]
+    if s["mode"] != "live":
+        parts.append(s["mode"])
+    return " | ".join(parts) + f" | {s['prompt']!r}"  # last: the terminal's width cuts the prompt, not the figures
 
 
 @app.command()
@@ -152,17 +316,19 @@ def run(config: ConfigOpt = None, set_: SetOpt = None,
         engine: Annotated[Optional[str], typer.Option(help="passthrough | flux2 | flux2-tiny | auto")] = None,
         source: Annotated[Optional[str], typer.Option(help="synthetic | webcam | file")] = None,
         prompt: Annotated[Optional[str], typer.Option(help="Starting prompt.")] = None,
-        duration: DurationOpt = None) -> None:
+        duration: DurationOpt = None, quiet: QuietOpt = False, log_json: LogJsonOpt = False) -> None:
     """Run the daemon: capture -> edit -> interpolate -> virtual camera."""
-    cfg = load(config, set_, **{"engine.name": engine, "source.kind": source, "prompt.text": prompt})
-    _serve(cfg, duration, "FluxRT Camera is running.")
+    flag_names = {"engine.name": "--engine", "source.kind": "--source", "prompt.text": "--prompt"}
+    cfg = load(config, set_, flag_names=flag_names, **{"engine.name": engine, "source.kind": source, "prompt.text": prompt})
+    _serve(cfg, duration, "FluxRT Camera is running.", quiet, log_json)
 
 
 @app.command()
-def demo(config: ConfigOpt = None, set_: SetOpt = None, duration: DurationOpt = None) -> None:
+def demo(config: ConfigOpt = None, set_: SetOpt = None, duration: DurationOpt = None, quiet: QuietOpt = False,
+         log_json: LogJsonOpt = False) -> None:
     """Run the daemon on the synthetic scene with the best available engine (tiny FLUX.2 on CPU)."""
     cfg = load(config, set_, **{"source.kind": "synthetic"})
-    _serve(cfg, duration, "FluxRT Camera demo: a synthetic scene edited live.")
+    _serve(cfg, duration, "FluxRT Camera demo: a synthetic scene edited live.", quiet, log_json)
 
 
 def _print_table(rows: list[tuple[str, ...]], styles: dict[str, str] | None = None) -> None:
@@ -181,31 +347,53 @@ def _print_table(rows: list[tuple[str, ...]], styles: dict[str, str] | None = No
     Console(highlight=False).print(table)
 
 
+def _camera_row(out: dict[str, Any]) -> str:
+    """The virtual camera: device, whether frames reach it, and its error (which says the fix)."""
+    if "sinks" not in out:
+        return "- (the output process has not reported yet)"
+    cam = out["sinks"].get("virtual_camera")
+    if cam is None:
+        return "off (output.virtual_camera = \"off\")"
+    device = cam.get("device") or "no device"
+    if cam.get("active"):
+        return f"{device} active ({cam.get('backend')}, {cam.get('frames', 0)} frames)"
+    return f"{device} not active" + (f", error: {cam['error']}" if cam.get("error") else "")
+
+
+def _obs_row(obs: dict[str, Any]) -> str:
+    """The OBS bridge: connected or not, the current program scene, its last error."""
+    if not obs.get("enabled"):
+        return "off (obs.enabled = false)"
+    text = f"connected to {obs.get('url')}" if obs.get("connected") else f"not connected ({obs.get('state') or '?'})"
+    text += f", scene {obs['scene']!r}" if obs.get("scene") else ", scene -"
+    return text + (f", last error: {obs['last_error']}" if obs.get("last_error") else "")
+
+
 @app.command()
 def status(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
            url: Annotated[Optional[str], typer.Option(help="Daemon URL (default: from the config).")] = None) -> None:
-    """Show a running daemon's state: prompt, engine, fps, per-stage timings, errors."""
+    """Show a running daemon's state: prompt, engine, fps, per-stage timings, virtual camera, OBS, errors."""
     st = _control_call(load(config, set_), url, lambda c: c.status())
     if as_json:
         typer.echo(json.dumps(st, indent=2))
         return
     d = st.get("daemon", st)
     s, inf, out = d["settings"], d.get("inference", {}), d.get("output", {})
+    phase = inf.get("phase")
     rows = [
         ("prompt", f"{s['prompt']!r} (version {s['prompt_version']}, preset {s['preset'] or '-'}, mode {s['mode']})"),
         ("engine", f"{inf.get('engine', '?')}  {inf.get('engine_fps', 0):.1f} fps  stages "
-         + ", ".join(f"{k} {v:.1f} ms" for k, v in (inf.get("stages_ms") or {}).items())),
+         + ", ".join(f"{k} {v:.1f} ms" for k, v in (inf.get("stages_ms") or {}).items())
+         + (f"  ({phase})" if phase and phase != "running" else "")),
         ("interp", f"{inf.get('interpolator') or 'none'} x{inf.get('factor', 1)}"
          + (f", {inf['interp_errors']} groups failed (blended)" if inf.get("interp_errors") else "")
          + (f"  ({inf['interpolator_note']})" if inf.get("interpolator_note") else "")),
         ("output", f"showing {out.get('showing', '?')}, {out.get('sent', 0)} frames sent, "
          f"latency p50 {out.get('latency_p50_ms') or 0:.1f} ms"),
+        ("camera", _camera_row(out)),
         ("stream", f"{d.get('stream_url') or '-'}"),
+        ("obs", _obs_row(d.get("obs") or {})),
     ]
-    obs = d.get("obs") or {}
-    if obs.get("enabled", True) and obs:
-        rows.append(("obs", ("connected" if obs.get("connected") else "not connected")
-                     + (f", last error: {obs['last_error']}" if obs.get("last_error") else "")))
     for role in ("inference", "output"):
         c = d.get(role, {})
         if c.get("last_error"):
@@ -218,19 +406,22 @@ def status(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = Fal
 
 @app.command()
 def doctor(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
-    """Check Python, torch/CUDA, models, v4l2loopback, OBS: one row each with the fix."""
+    """Check Python, torch/CUDA, models, v4l2loopback, OBS: one row each with the fix. Exits 1 when a row
+    fails (warnings do not), so scripts and CI can use it."""
     from dataclasses import asdict
 
     from vcam.tools.doctor import run_checks
 
     rows = run_checks(load(config, set_))
+    problems = sum(r.status == "FAIL" for r in rows)
     if as_json:
         typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
-        return
-    _print_table([(r.status, r.name, r.detail + (f"\nfix: {r.fix}" if r.fix else "")) for r in rows],
-                 styles={"OK": "green", "WARN": "yellow", "FAIL": "bold red"})
-    problems = sum(r.status == "FAIL" for r in rows)
-    typer.echo(f"{problems} problem(s) found." if problems else "All checks passed.")
+    else:
+        _print_table([(r.status, r.name, r.detail + (f"\nfix: {r.fix}" if r.fix else "")) for r in rows],
+                     styles={"OK": "green", "WARN": "yellow", "FAIL": "bold red"})
+        typer.echo(f"{problems} problem(s) found." if problems else "All checks passed.")
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command("setup-vcam")
@@ -333,12 +524,12 @@ def prompt_cmd(text: Annotated[str, typer.Argument(help="The new prompt.")], con
 def preset_cmd(ref: Annotated[str, typer.Argument(metavar="NAME|N|next|prev",
                                                   help="A preset name, its number (1 = first), next or prev.")],
                config: ConfigOpt = None, set_: SetOpt = None, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
-    """Apply one of a running daemon's presets (numbers count from 1, as on the hotkeys and the web page)."""
+    """Apply one of a running daemon's presets (numbers count from 1, as everywhere: API, hotkeys, web page)."""
     target: str | int = ref
     if ref.isdigit():
         if int(ref) < 1:
-            _fail([f"preset number {ref}: numbers start at 1 (the first preset)"])
-        target = int(ref) - 1
+            _fail([f"preset {ref} out of range: presets are numbered from 1"])
+        target = int(ref)
     _show_settings(_control_call(load(config, set_), url, lambda c: c.apply_preset(target)), as_json)
 
 
@@ -346,7 +537,8 @@ def preset_cmd(ref: Annotated[str, typer.Argument(metavar="NAME|N|next|prev",
 def presets_cmd(config: ConfigOpt = None, set_: SetOpt = None, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     """List a running daemon's presets."""
     r = _control_call(load(config, set_), url, lambda c: c.presets())
-    rows = [f"{'*' if p['name'] == r['current'] else ' '} {p['index'] + 1}. {p['name']}: {p['prompt']}" for p in r["presets"]]
+    rows = [f"{'*' if p['name'] == r['current'] else ' '} {p['index']}. {p['name']}: {p['prompt']}"  # index: 1 = first
+            for p in r["presets"]]
     emit(r, as_json, "\n".join(rows) or "no presets configured")
 
 

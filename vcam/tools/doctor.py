@@ -1,4 +1,7 @@
-"""`fluxrt-cam doctor`: one row per thing the daemon depends on, with OK/FAIL and the fix."""
+"""`fluxrt-cam doctor`: one row per thing the daemon depends on, with OK/FAIL and the fix.
+
+A FAIL row makes the command exit with status 1 (scripts, CI, the install steps can rely on it); WARN is
+for what only some set-ups need (CUDA, optional weights, OBS when the bridge is off) and does not fail it."""
 from __future__ import annotations
 
 import platform
