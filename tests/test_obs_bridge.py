@@ -77,7 +77,7 @@ def test_custom_event_sets_prompt_and_preset(rig, bridge):
     assert rig.state.settings.prompt_version > v0 and rig.state.settings.preset is None
     broadcast(rig, {"fluxrt": {"preset": "cyberpunk"}})
     wait_for(lambda: rig.state.settings.preset == "cyberpunk", 5, what="the CustomEvent preset by name")
-    broadcast(rig, {"fluxrt": {"preset": 0}})
+    broadcast(rig, {"fluxrt": {"preset": 1}})  # 1-based, as the user counts
     wait_for(lambda: rig.state.settings.preset == "watercolor", 5, what="the CustomEvent preset by index")
     # bad events: a clear error in status, nothing changes, the event thread lives on
     v1 = rig.state.settings.prompt_version

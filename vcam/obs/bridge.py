@@ -361,7 +361,7 @@ class ObsBridge:
                 elif "preset" in payload:
                     ref = payload["preset"]
                     if isinstance(ref, bool) or not isinstance(ref, (str, int)):
-                        raise ControlError("fluxrt.preset must be a name, a 0-based index, 'next' or 'prev'")
+                        raise ControlError("fluxrt.preset must be a name, a number from 1, 'next' or 'prev'")
                     self.state.apply_preset(ref)
                     self._event("custom", {"preset": ref})
                 else:
