@@ -388,3 +388,104 @@ def test_no_secret_in_uvicorn_logs(tmp_path, state, caplog):
     server_side = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore")))
     assert "control API on" in server_side  # the server did log, at INFO
     assert token not in server_side and "wrong-guess" not in server_side
+
+
+# ---- presets added at run time, chart history, the input picture -------------------------------------
+
+
+def test_add_preset_validated_like_config_presets(http, state):
+    r = http.post("/api/presets", json={"name": "sketch", "prompt": "  a pencil sketch  ", "seed": 9, "steps": 3})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["added"] == body["presets"][-1] and len(body["presets"]) == 5
+    assert {k: body["added"][k] for k in ("name", "prompt", "seed", "steps", "style_reference")} == {
+        "name": "sketch", "prompt": "a pencil sketch", "seed": 9, "steps": 3, "style_reference": None}
+    assert state.settings.preset is None  # added, not applied
+    s = http.post("/api/presets/apply", json={"preset": "sketch"}).json()
+    assert (s["preset"], s["prompt"], s["seed"], s["steps"]) == ("sketch", "a pencil sketch", 9, 3)
+    # a taken name: 409 unless replaced; `apply` applies it in the same request
+    r = http.post("/api/presets", json={"name": "sketch", "prompt": "a charcoal sketch"})
+    assert r.status_code == 409 and "exists" in r.json()["detail"]
+    r = http.post("/api/presets", json={"name": "sketch", "prompt": "a charcoal sketch", "replace": True, "apply": True})
+    assert r.status_code == 201 and r.json()["added"] == r.json()["presets"][-1] and len(r.json()["presets"]) == 5
+    assert state.settings.prompt == "a charcoal sketch" and state.settings.seed == 0  # no seed: engine.seed
+    # names that apply would read as a number or a step
+    for name in ("12", "next", "prev"):
+        r = http.post("/api/presets", json={"name": name, "prompt": "x"})
+        assert r.status_code == 409 and "next/prev" in r.json()["detail"], name
+    # the config's rules: control characters, lengths, bounds, types, unknown keys
+    for body, words in [({"name": "a\x1bb", "prompt": "x"}, "name: contains control character U+001B"),
+                        ({"name": "a\nb", "prompt": "x"}, "name: contains control character U+000A"),
+                        ({"name": "x" * 65, "prompt": "x"}, "name"),
+                        ({"name": "   ", "prompt": "x"}, "name"),
+                        ({"name": "ok", "prompt": "x" * (LIMIT + 1)}, "prompt"),
+                        ({"name": "ok", "prompt": "\x00"}, "prompt: contains control character U+0000"),
+                        ({"name": "ok", "prompt": "x", "steps": 9}, "steps"),
+                        ({"name": "ok", "prompt": "x", "seed": -1}, "seed"),
+                        ({"name": "ok", "prompt": "x", "seed": "3"}, "seed"),
+                        ({"name": "ok", "prompt": "x", "style_reference": "/etc/passwd"}, "unknown field")]:
+        r = http.post("/api/presets", json=body)
+        assert r.status_code == 422 and words in r.json()["detail"], (body, r.text)
+    assert [p.name for p in state.presets] == ["watercolor", "anime", "cyberpunk", "oil", "sketch"]
+
+
+def test_added_presets_are_capped(http, state):
+    from vcam.control.state import MAX_PRESETS
+
+    for i in range(len(state.presets), MAX_PRESETS):
+        assert http.post("/api/presets", json={"name": f"look {i}", "prompt": "x"}).status_code == 201
+    r = http.post("/api/presets", json={"name": "one more", "prompt": "x"})
+    assert r.status_code == 409 and "most" in r.json()["detail"] and len(state.presets) == MAX_PRESETS
+    # replacing one is still allowed: the list does not grow
+    assert http.post("/api/presets", json={"name": "oil", "prompt": "y", "replace": True}).status_code == 201
+
+
+def test_history_keeps_the_charts_figures(state):
+    uptime = [10.0]
+
+    def status() -> dict:
+        return {"uptime_s": uptime[0], "output": {"interval_mean_ms": 40.0, "latency_p50_ms": 12.0,
+                                                  "latency_p95_ms": float("nan")},
+                "inference": {"engine_fps": 8.0, "cache": {"active_fraction": 0.25}}}
+
+    http = TestClient(create_app(state, status, None))
+    assert http.get("/api/history").json() == {"samples": []}  # nobody watched yet
+    for t in (10.0, 10.3, 11.0, 12.0):  # asked for more often than once a second: one sample a second
+        uptime[0] = t
+        http.get("/api/status")
+    samples = http.get("/api/history").json()["samples"]
+    assert [s["t"] for s in samples] == [10.0, 11.0, 12.0]
+    assert samples[0] == {"t": 10.0, "output_fps": 25.0, "engine_fps": 8.0, "latency_p50_ms": 12.0,
+                          "latency_p95_ms": None, "active_fraction": 0.25}
+    uptime[0] = 1000.0  # older than the charts' 5 minutes: dropped
+    http.get("/api/status")
+    assert [s["t"] for s in http.get("/api/history").json()["samples"]] == [1000.0]
+    # a status without an uptime (this file's fake_status) adds nothing
+    assert TestClient(create_app(state, fake_status, None)).get("/api/history").json() == {"samples": []}
+
+
+def test_input_picture_routes(state):
+    import cv2
+
+    from vcam.control.stream import StreamSource
+    from vcam.shm import FrameChannel
+
+    out_ch, in_ch = FrameChannel.create("test-out", 64, 48, slots=4), FrameChannel.create("test-in", 64, 48, slots=4)
+    stream = StreamSource(out_ch.spec, fps=30, stall_timeout_s=0.5)
+    stream.input = StreamSource(in_ch.spec, fps=30, stall_timeout_s=0.5).start()
+    try:
+        stream.input.publish(np.full((48, 64, 3), 200, np.uint8), None)
+        http = TestClient(create_app(state, fake_status, TOKEN, stream=stream))
+        assert http.get("/input.jpg").status_code == 401  # guarded like the camera's picture
+        r = http.get("/input.jpg", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        picture = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
+        assert picture.shape == (48, 64, 3) and abs(int(picture.mean()) - 200) <= 3
+        assert "/input.jpg" in http.get("/openapi.json").json()["paths"]
+        # without an input source (a stream made by hand) there are no input routes
+        bare = TestClient(create_app(state, fake_status, None, stream=StreamSource(out_ch.spec, 30, 0.5)))
+        assert bare.get("/input.jpg").status_code == 404
+    finally:
+        stream.input.stop()
+        out_ch.close()
+        in_ch.close()

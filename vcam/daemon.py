@@ -59,8 +59,12 @@ class Daemon:
                     # its own reader of OUTPUT: the stream does not depend on the output process
                     self.stream = StreamSource(sup.output.spec, cfg.output.fps, cfg.output.stall_timeout_s,
                                                notice=lambda: sup.notice_text).start()
-                    self.stream.set_mode(self.state.settings.mode)
-                    self.state.subscribe(lambda s: self.stream.set_mode(s.mode))
+                    # the page's input view: a reader of INPUT with its own cursor, served at /input.jpg
+                    self.stream.input = StreamSource(sup.input.spec, cfg.source.fps, cfg.output.stall_timeout_s,
+                                                     notice=lambda: sup.notice_text).start()
+                    for view in (self.stream, self.stream.input):
+                        view.set_mode(self.state.settings.mode)
+                        self.state.subscribe(lambda s, view=view: view.set_mode(s.mode))
                 self.api = start_api_server(cfg.control, self.state, self.status, self.stream)
             if cfg.obs.enabled:
                 from vcam.obs.bridge import ObsBridge
@@ -75,7 +79,8 @@ class Daemon:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        for part in (self.bridge, self.api, self.stream, self.capture):  # the stream's reader before OUTPUT goes
+        inputs = self.stream.input if self.stream is not None else None
+        for part in (self.bridge, self.api, self.stream, inputs, self.capture):  # the readers before the channels go
             if part is not None:
                 try:
                     part.stop()
@@ -104,6 +109,7 @@ class Daemon:
             # the page that shows the stream, and the stream itself (MJPEG: a browser, VLC, an OBS media source)
             "preview_url": f"{url}/" if url and self.stream else None,
             "stream_url": f"{url}/stream.mjpg" if url and self.stream else None,
+            "input_url": f"{url}/input.jpg" if url and self.stream else None,  # what the source sends
             "stream": self.stream.status if self.stream is not None else {"enabled": False},
             "control_url": url,
             "obs": self.bridge.status() if self.bridge is not None else {"enabled": False},

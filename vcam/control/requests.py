@@ -13,7 +13,7 @@ from pydantic.fields import FieldInfo
 
 from engine.options import Seed, Steps
 from vcam.config import CacheConfig, InterpolationConfig
-from vcam.prompt_text import PROMPT_PATTERN, PromptText
+from vcam.prompt_text import PROMPT_PATTERN, LabelText, PromptText
 
 # strict: JSON types as the schema says (no false -> 0.0, no "3" -> 3); unknown keys are an error
 _STRICT = ConfigDict(extra="forbid", strict=True)
@@ -86,6 +86,28 @@ def prompt_request(limit: int) -> type[Body]:
                                                f"characters but tab and line breaks")
 
     return PromptRequest
+
+
+# a preset name as the schema states it: one line, no control characters at all, not only whitespace
+# (LabelText refuses control characters by position first; the pattern tells schema-driven clients)
+LABEL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+
+
+def new_preset_request(limit: int) -> type[Body]:
+    """The POST /api/presets body: a preset as in the config (name, prompt, optional seed and steps; the
+    style image is a file on the daemon's machine, config only), with the daemon's prompt length limit."""
+
+    class NewPreset(Body):
+        name: LabelText = Field(min_length=1, max_length=64, pattern=LABEL_PATTERN,
+                                description="1-64 characters, one line; not a number, not next/prev")
+        prompt: PromptText = Field(min_length=1, max_length=limit, pattern=PROMPT_PATTERN,
+                                   description=f"At most {limit} characters, as for PUT /api/prompt")
+        seed: Annotated[Seed, BeforeValidator(_whole)] = Field(None, description="omitted: engine.seed")
+        steps: Annotated[Steps, BeforeValidator(_whole)] = Field(None, description="omitted: engine.steps")
+        replace: bool = Field(False, description="replace the preset of that name instead of answering 409")
+        apply: bool = Field(False, description="apply it at once")
+
+    return NewPreset
 
 
 _FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*|[0-9]+)$")

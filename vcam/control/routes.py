@@ -9,13 +9,16 @@ Routes (JSON in and out under /api; errors are `{"detail": "..."}` with a 4xx co
                                      current one
   POST /api/presets/apply            {"preset": name | index (1 = the first) | "next" | "prev"}
   POST /api/presets/next, /prev      step through the presets
+  POST /api/presets                  add a preset to the running daemon {"name", "prompt", "seed"?, "steps"?}
   PUT  /api/mode                     {"mode": "live" | "passthrough" | "paused"}
   GET  /api/status                   {"settings": ..., "daemon": <the daemon's status dict>}
+  GET  /api/history                  the charts' figures of the last minutes (sampled while someone watches)
   WS   /ws                           pushes {"type": "settings", ...} on every change and
                                      {"type": "status", ...} every `status_interval_s`
   GET  /stream.mjpg, /frame.jpg      what the virtual camera shows (MJPEG / one JPEG); `?overlay=cells`
                                      tints the cells the spatial cache recomputed (when a stream is given)
-  GET  /                             a small page to change the look, with the stream
+  GET  /input.mjpg, /input.jpg       what the source sends, as the engine gets it (when the stream has an input)
+  GET  /                             the control page (vcam/control/page.py)
 OpenAPI: /openapi.json (and /docs). When a token is in force every /api route, /ws and the picture
 routes need `Authorization: Bearer <token>` (or `?token=<token>`, for the page, <img> and WebSocket
 clients that cannot set headers); the page itself and the schema hold nothing secret and stay open.
@@ -36,10 +39,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vcam.control.guard import RequestGuard
 from vcam.control.hub import Hub
-from vcam.control.page import PAGE_HTML
-from vcam.control.requests import ModeRequest, PresetRequest, SettingsPatch, prompt_request, validation_error
+from vcam.config import Preset
+from vcam.control.page import StatusHistory, page_html
+from vcam.control.requests import (ModeRequest, PresetRequest, SettingsPatch, new_preset_request, prompt_request,
+                                   validation_error)
 from vcam.control.sanitize import json_safe
-from vcam.control.state import ControlError, ControlState
+from vcam.control.state import ControlError, ControlState, PresetConflict
 from vcam.control.stream import MultipartResponse, StreamSource
 from vcam.control.token import token_matches
 from vcam.messages import Settings
@@ -51,6 +56,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"description": "A value that cannot be applied; `detail` says why"},
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such preset"}}
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"description": "The name is taken (send replace), reads as a number or next/prev, or the list is full"}}
 _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "Missing or wrong token"}}
 _NO_PICTURE: dict[int | str, dict[str, Any]] = {503: {"description": "No picture yet"}}
 Overlay = Literal["none", "cells"]
@@ -70,6 +77,8 @@ def create_app(state: ControlState, status: StatusFn, token: str | None, *, stre
     """
     limit = state.max_prompt_length
     PromptRequest = prompt_request(limit)
+    NewPreset = new_preset_request(limit)
+    history = StatusHistory()
 
     app = FastAPI(title="FluxRT Camera control", version="1",
                   description="Change the look of the FluxRT virtual camera: prompt, presets, settings, status.",
@@ -110,7 +119,9 @@ def create_app(state: ControlState, status: StatusFn, token: str | None, *, stre
         return settings_dict(state.settings)
 
     def daemon_status() -> dict[str, Any]:
-        return json_safe(status())
+        st = json_safe(status())
+        history.add(st)  # every status asked for (the page's WebSocket, every second) feeds the charts
+        return st
 
     @api.get("/settings", summary="The live settings")
     def get_settings() -> dict[str, Any]:
@@ -142,6 +153,18 @@ def create_app(state: ControlState, status: StatusFn, token: str | None, *, stre
     def apply_preset(body: PresetRequest) -> dict[str, Any]:
         return _apply(body.preset)
 
+    @api.post("/presets", summary="Add a preset to the running daemon (until it stops; validated as in the config)",
+              status_code=201, responses=_CONFLICT)
+    def add_preset(body: NewPreset) -> dict[str, Any]:  # type: ignore[valid-type]
+        fields = body.model_dump(exclude={"replace", "apply"}, exclude_none=True)  # type: ignore[attr-defined]
+        try:
+            added = state.add_preset(Preset.model_validate(fields), replace=body.replace,  # type: ignore[attr-defined]
+                                     apply=body.apply)  # type: ignore[attr-defined]
+        except PresetConflict as e:
+            raise HTTPException(409, str(e)) from None
+        listing = get_presets()
+        return {**listing, "added": next(p for p in listing["presets"] if p["name"] == added.name)}
+
     @api.post("/presets/next", summary="Apply the next preset", responses=_NOT_FOUND)
     def next_preset() -> dict[str, Any]:
         return _apply("next")
@@ -166,6 +189,11 @@ def create_app(state: ControlState, status: StatusFn, token: str | None, *, stre
     def get_status() -> dict[str, Any]:
         return {"settings": snapshot(), "daemon": daemon_status()}
 
+    @api.get("/history", summary="The page's chart figures (fps, latency, active fraction) of the last minutes, "
+                                 "on the daemon's uptime axis, sampled while somebody watches the status")
+    def get_history() -> dict[str, Any]:
+        return {"samples": history.samples()}
+
     app.include_router(api)
 
     if stream is not None:
@@ -185,11 +213,25 @@ def create_app(state: ControlState, status: StatusFn, token: str | None, *, stre
         async def mjpeg(overlay: Overlay = "none") -> MultipartResponse:
             return MultipartResponse(stream.multipart(overlay == "cells"))
 
+        source = stream.input  # what the engine gets (the daemon sets it; tests may not)
+        if source is not None:
+            @media.get("/input.jpg", summary="What the source sends now, fitted to the engine's size, as one JPEG",
+                       response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+            def input_frame() -> Response:
+                jpeg = source.snapshot(False)
+                if jpeg is None:
+                    raise HTTPException(503, "no input picture yet: the source is starting or paused")
+                return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+            @media.get("/input.mjpg", include_in_schema=False)
+            async def input_mjpeg() -> MultipartResponse:
+                return MultipartResponse(source.multipart(False))
+
         app.include_router(media)
 
     @app.get("/", include_in_schema=False)
     def page() -> HTMLResponse:
-        return HTMLResponse(PAGE_HTML)
+        return HTMLResponse(page_html(), headers={"Cache-Control": "no-cache"})
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:

@@ -35,6 +35,15 @@ class ControlError(ValueError):
     """A request that cannot be applied; the message says why and what is allowed."""
 
 
+class PresetConflict(ControlError):
+    """A preset that cannot be added as asked: its name is taken (or reads as an index or a keyword), or
+    the list is full. The request itself was well-formed (the API answers 409, not 422)."""
+
+
+MAX_PRESETS = 100  # presets added at run time live in memory: a runaway client must not grow it forever
+_KEYWORDS = ("next", "prev", "previous")  # what apply_preset reads as a step, never as a name
+
+
 class ControlState:
     def __init__(self, cfg: Config):
         # one lock for reading, changing and announcing: listeners (quick: they queue or wake) then
@@ -158,3 +167,33 @@ class ControlState:
             if not changes:
                 raise ControlError("nothing to change")
             return self._commit(**changes)
+
+    def add_preset(self, preset: Preset, *, replace: bool = False, apply: bool = False) -> Preset:
+        """Add `preset` (validated as a config preset) to the running daemon's list, or with `replace` put it
+        in place of the one of that name; returns it as kept (name and prompt stripped). Kept until the
+        daemon stops (the config file is not written). With `apply` it is applied too."""
+        name, prompt = preset.name.strip(), preset.prompt.strip()
+        if not name or not prompt:
+            raise ControlError("a preset needs a name and a prompt that are not only whitespace")
+        if len(prompt) > self.max_prompt_length:
+            raise ControlError(f"prompt has {len(prompt)} characters; the limit is {self.max_prompt_length}")
+        if name.isdigit() or name in _KEYWORDS:
+            # apply_preset would read it as an index or a step: such a preset could not be chosen by name
+            raise PresetConflict(f"preset name {name!r} reads as a number or as next/prev; choose another name")
+        preset = preset.model_copy(update={"name": name, "prompt": prompt})
+        with self._lock:
+            names = [p.name for p in self.presets]
+            if name in names and not replace:
+                raise PresetConflict(f"a preset named {name!r} exists; choose another name or replace it")
+            if name not in names and len(self.presets) >= MAX_PRESETS:
+                raise PresetConflict(f"there are {len(self.presets)} presets, the most a daemon keeps")
+            # a new list, not an append: readers (status, OBS bridge) iterate the old one without the lock
+            presets = list(self.presets)
+            if name in names:
+                presets[names.index(name)] = preset
+            else:
+                presets.append(preset)
+            self.presets = presets
+            if apply:
+                self._apply_preset(name)
+        return preset

@@ -86,6 +86,8 @@ class StreamSource:
                  notice: Callable[[], str | None] = lambda: None):
         self.spec, self.fps, self.stall_timeout_s, self.quality = spec, fps, stall_timeout_s, quality
         self.notice = notice  # the supervisor's current notice (e.g. "engine restarting"), shown on the card
+        # the source's picture (a StreamSource over INPUT), served beside this one at /input.jpg; set by the daemon
+        self.input: StreamSource | None = None
         self.mode = "live"
         self.showing = "nothing"
         self.counts = {"pictures": 0, "encodes": 0, "cards": 0, "lost": 0, "sent": 0}
