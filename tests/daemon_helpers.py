@@ -35,8 +35,14 @@ def wait_until(pred: Callable[[], Any], timeout: float = 20.0, every: float = 0.
     raise AssertionError(f"condition not met within {timeout} s")
 
 
-def daemon_config(camera_log: Path, **overrides: Any) -> Config:
-    """A small, fast daemon: passthrough engine, synthetic source, the recording camera backend."""
+# the camera size of most daemon tests: 16:9 like the default 1280x720, but cheap to fit, checksum and log 30
+# times a second on a busy machine (tests/test_output_shape.py runs one daemon at the default size)
+SMALL_OUTPUT = (160, 90)
+
+
+def daemon_config(camera_log: Path, output_size: tuple[int, int] | None = SMALL_OUTPUT, **overrides: Any) -> Config:
+    """A small, fast daemon: passthrough engine, synthetic source, the recording camera backend. The camera gets
+    `output_size` (width, height) frames; None keeps the configured default (output.width, output.height)."""
     os.environ["FLUXRT_TEST_CAMERA_LOG"] = str(camera_log)  # inherited by the spawned output process
     base = {
         "engine.name": "passthrough", "engine.width": 128, "engine.height": 96,
@@ -44,6 +50,8 @@ def daemon_config(camera_log: Path, **overrides: Any) -> Config:
         "interpolation.method": "none", "output.fps": 30, "output.virtual_camera": "on",
         "output.camera_backend": BACKEND, "control.enabled": False, "log_level": "warning",
     }
+    if output_size is not None:
+        base["output.width"], base["output.height"] = output_size
     base.update(overrides)
     return load_config(None, base)
 

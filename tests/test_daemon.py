@@ -42,7 +42,7 @@ def test_frames_flow_to_the_virtual_camera_with_metadata(camera_log):
         assert last["prompt_version"] == st["settings"]["prompt_version"] and last["frame_id"] > 0
         assert 0 < st["output"]["latency_p50_ms"] < 2000  # measured (bench pipeline); here: no backlog builds up
         rows = read_log(camera_log)
-        assert rows[-1][3] == 128 * 96 * 3 and rows[-1][2] > 10  # real picture content, not black
+        assert rows[-1][3] == 160 * 90 * 3 and rows[-1][2] > 10  # the output size (SMALL_OUTPUT); real content
         # a prompt change: later frames carry the new prompt_version
         new = d.state.set_prompt("pencil sketch").prompt_version
         wait_until(lambda: shown_prompt_version(d) == new, timeout=5)
@@ -321,7 +321,7 @@ def test_flux2_tiny_runs_end_to_end_through_the_virtual_camera(camera_log):
         version = d.state.set_prompt("a bronze statue").prompt_version
         wait_until(lambda: shown_prompt_version(d) == version, timeout=60)
         rows = read_log(camera_log)
-        assert rows[-1][3] == 128 * 96 * 3
+        assert rows[-1][3] == 160 * 90 * 3  # the output size, whatever the engine's
         assert len({r[1] for r in rows[-20:]}) > 1  # edited frames change (the scene moves)
     finally:
         d.stop()

@@ -17,6 +17,7 @@ import tomli_w
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from engine.image import Fit
 from engine.options import CacheOptions, InterpolationOptions, ModelOptions, Options, Seed, Steps, describe_errors
 from engine.registry import ENGINE_NAMES
 from vcam.prompt_text import LabelText, PromptText
@@ -53,7 +54,12 @@ class SourceConfig(_Section):
 
 
 class OutputConfig(_Section):
+    # what the virtual camera, the recording and the status cards get; 16:9 as calls expect. Even sides: the
+    # camera backends convert to 4:2:0 YUV (I420, NV12), which halves both. Up to 4K UHD either way round
+    width: int = Field(1280, ge=32, le=3840, multiple_of=2, strict=True)
+    height: int = Field(720, ge=32, le=3840, multiple_of=2, strict=True)
     fps: float = Field(30.0, gt=0, le=240)
+    fit: Fit = "crop"  # how a picture of another aspect fills the frame (source -> engine, engine -> camera)
     stall_timeout_s: float = Field(2.0, gt=0, le=600)
     virtual_camera: Literal["auto", "on", "off"] = "auto"
     camera_label: str = Field("FluxRT Camera", min_length=1, max_length=31)

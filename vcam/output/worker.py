@@ -6,6 +6,9 @@ restarting output process does not take the stream down.
 It never waits on the engine: when no new frame is due, it repeats the last one at the sinks' fps,
 and after `stall_timeout_s` without a new frame it shows a status card instead.
 
+Engine frames come at the engine's size; the sinks get `output.width` x `output.height` (16:9 for calls), each
+new frame fitted once (`output.fit`) and that fitted frame kept for the repeats.
+
 Warm standby: the supervisor keeps a second output process started, attached and with its sinks built
 (the imports and set-up take seconds on a busy machine), waiting on `links.activate`. When the serving
 one dies or hangs, the standby takes over at once: the camera is back within a fraction of a second.
@@ -19,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.image import fit_frame
 from vcam.output.cards import card_lines, status_card
 from vcam.supervisor.child import RESET_STATS, STOP, Links, drain, parent_alive, report, run_child
 from vcam.supervisor.heartbeat import STANDBY, Pulse
@@ -41,7 +45,7 @@ class OutputWorker:
         self.cfg, self.links = cfg, links
         self.pulse = pulse or Pulse()
         o = cfg.output
-        self.width, self.height = cfg.engine.width, cfg.engine.height
+        self.width, self.height = o.width, o.height  # the camera's size, not the engine's
         self.channel = FrameChannel.attach(links.output)
         self.scheduler = PresentationScheduler(o.fps)
         self.sinks: dict[str, Any] = {}
@@ -58,7 +62,7 @@ class OutputWorker:
         self.mode = "live"
         self.notice: str | None = None
         self._card: tuple[list[str], np.ndarray] | None = None
-        self.last_frame: np.ndarray | None = None
+        self.last_frame: np.ndarray | None = None  # at the output size, ready to repeat
         self.last_meta: FrameMeta | None = None
         self.last_new_ts = time.monotonic()
         self.last_send = 0.0
@@ -90,6 +94,10 @@ class OutputWorker:
         return True
 
     # ---- output ----------------------------------------------------------------------------------
+    def fitted(self, frame: np.ndarray) -> np.ndarray:
+        """An engine frame at the camera's size (the same array when the sizes already match)."""
+        return fit_frame(frame, self.width, self.height, self.cfg.output.fit)
+
     def card(self) -> np.ndarray:
         lines = card_lines(self.mode, self.notice)
         if self._card is None or self._card[0] != lines:  # drawn once per text, not 30 times a second
@@ -111,12 +119,13 @@ class OutputWorker:
     def tick(self, now: float) -> None:
         due = self.scheduler.pop_due(now)
         if due is not None:
-            self.last_frame, self.last_meta, self.last_new_ts = due.frame, due.meta, now
+            # fitted once, here: a repeat sends this same array again and costs no scaling
+            self.last_frame, self.last_meta, self.last_new_ts = self.fitted(due.frame), due.meta, now
             self.latency_ms.append((now - due.meta.capture_ts) * 1000)
             self.counts["new"] += 1
             self.counts["engine_frames_shown"] += due.meta.is_engine_frame
             self.showing = "frames"
-            self.send(due.frame, now)
+            self.send(self.last_frame, now)
             self.last_was_new = True
         elif now - self.last_send >= self.scheduler.keepalive_after(self.last_was_new) * 0.999:
             if self.last_frame is None or now - self.last_new_ts > self.cfg.output.stall_timeout_s:
@@ -158,7 +167,7 @@ class OutputWorker:
         # the present, not the backlog: the newest frame becomes the one to repeat (or a card, when stale)
         latest = self.channel.read_latest()
         if latest is not None:
-            self.last_frame, self.last_meta = latest
+            self.last_frame, self.last_meta = self.fitted(latest[0]), latest[1]
             self.last_new_ts = latest[1].write_ts
         return True
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.image import cover_resize
+from engine.image import Fit, fit_frame
 from vcam.shm import Doorbell, FrameChannel, FrameMeta
 from vcam.sources import FrameSource
 
@@ -42,9 +42,11 @@ class CaptureThread(threading.Thread):
     """
 
     def __init__(self, source: FrameSource, channel: FrameChannel, doorbell: Doorbell, fps: float, paced: bool,
-                 on_error: Callable[[str | None], None] = lambda e: None, stall_after_s: float = STALL_AFTER_S):
+                 on_error: Callable[[str | None], None] = lambda e: None, stall_after_s: float = STALL_AFTER_S,
+                 fit: Fit = "crop"):
         super().__init__(name="capture", daemon=True)
         self.source, self.channel, self.doorbell = source, channel, doorbell
+        self.fit = fit  # output.fit: a portrait webcam is cropped or padded into the engine's frame as on the camera
         self.period = 1.0 / fps
         self.paced = paced
         self.on_error = on_error
@@ -131,7 +133,7 @@ class CaptureThread(threading.Thread):
             self._last_frame = now
             self._report(None, now)
             w, h = self.channel.spec.width, self.channel.spec.height
-            self.channel.write(cover_resize(raw, w, h), FrameMeta(frame_id=self.frames, capture_ts=now))
+            self.channel.write(fit_frame(raw, w, h, self.fit), FrameMeta(frame_id=self.frames, capture_ts=now))
             self.doorbell.ring()
             self.frames += 1
             return True
