@@ -489,3 +489,8 @@ def test_input_picture_routes(state):
         stream.input.stop()
         out_ch.close()
         in_ch.close()
+
+
+def test_a_preset_reference_that_only_looks_like_a_number_is_a_404_not_a_500(http):
+    r = http.post("/api/presets/apply", json={"preset": "\u00b2"})  # "²": str.isdigit() is true, int() refuses it
+    assert r.status_code == 404 and "no preset named" in r.json()["detail"], r.text

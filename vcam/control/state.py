@@ -102,7 +102,8 @@ class ControlState:
         return self._commit(prompt=prompt, preset=None)
 
     def _find(self, ref: str | int) -> Preset:
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        # isascii: "²".isdigit() is true, but int("²") raises - such a name is a name, not a number
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
             # numbered from 1 everywhere a person sees a number: CLI, API, hotkeys, the page, OBS
             n, count = int(ref), len(self.presets)
             if not 1 <= n <= count:
