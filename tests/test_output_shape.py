@@ -200,3 +200,12 @@ def test_a_daemon_with_the_default_output_size_sends_1280x720_frames(tmp_path):
         d.stop()
     assert {r[3] for r in rows} == {1280 * 720 * 3}  # every frame sent, status cards included
     assert rows[-1][2] > 10  # a picture, not black
+
+
+def test_the_daemon_hands_output_fit_to_the_capture_thread(tmp_path):
+    d = Daemon(daemon_config(tmp_path / "camera.log", **{"output.fit": "pad"}))
+    d.start()
+    try:
+        assert d.capture is not None and d.capture.fit == "pad"  # the source -> engine step pads too
+    finally:
+        d.stop()

@@ -44,7 +44,7 @@ class Daemon:
             self.state.subscribe(self.supervisor.push)
             sup = self.supervisor
             self.capture = CaptureThread(open_source(cfg.source), sup.input, sup.input_bell, cfg.source.fps,
-                                         paced=cfg.source.kind != "webcam",
+                                         paced=cfg.source.kind != "webcam", fit=cfg.output.fit,
                                          # the reason is on the status cards, where the user looks
                                          on_error=lambda e: sup.notice(status_text("source", error=e) if e else None, "source"))
             self.capture.start()
