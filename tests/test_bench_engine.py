@@ -36,9 +36,10 @@ def test_bench_engine_cli_json(tiny_cache):
                        "--set", "engine.model=test", "--set", "engine.width=64", "--set", "engine.height=80",
                        "--set", "engine.steps=1"])
     assert r.exit_code == 0, r.output
-    data = json.loads(r.stdout)
+    data = json.loads(r.stdout)  # the progress bar went to stderr: stdout is the JSON alone
     _check_shape(data, "64x80", 1)
     assert data["model"] == "flux2-tiny (test)"
+    assert "done" in r.stderr and "4/4" in r.stderr  # steps: the build, 1 warm-up and 2 timed frames
 
 
 def test_bench_engine_cli_table(tiny_cache):
@@ -50,10 +51,11 @@ def test_bench_engine_cli_table(tiny_cache):
 
 
 def test_bench_engine_cli_table_cache_off(tiny_cache):
-    r = runner_invoke(["bench", "engine", "--frames", "1", "--warmup", "0", "--tiny-preset", "test",
+    r = runner_invoke(["bench", "engine", "--frames", "1", "--warmup", "0", "--tiny-preset", "test", "--quiet",
                        "--set", "engine.width=64", "--set", "engine.height=64", "--set", "engine.steps=1",
                        "--set", "cache.enabled=false"])
     assert r.exit_code == 0, r.output
+    assert "done" not in r.stderr  # --quiet: no progress bar
     assert "spatial cache: off" in r.stdout and "median active fraction" not in r.stdout
 
 

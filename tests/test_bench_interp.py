@@ -1,4 +1,5 @@
-"""Smoke test of `fluxrt-cam bench interp`: tiny parameters, JSON shape and sane values."""
+"""Smoke test of `fluxrt-cam bench interp`: tiny parameters, JSON shape and sane values, the progress bar
+and the --plot figure."""
 from __future__ import annotations
 
 import json
@@ -6,6 +7,7 @@ import math
 import os
 from pathlib import Path
 
+import cv2
 import pytest
 from typer.testing import CliRunner
 
@@ -14,6 +16,15 @@ from vcam.tools.cli import app
 
 SHARED = Path(os.environ.get("FLUXRT_SHARED_MODELS") or Path(__file__).resolve().parents[1].parent / "shared" / "models")
 HAVE_WEIGHTS = (SHARED / "rife-v4.25" / "flownet.pkl").is_file() and (SHARED / "rife-v3-hd" / "flownet.pkl").is_file()
+
+
+def check_figure(png: Path, fig) -> None:
+    """A PNG that decodes to a real picture, from a figure whose every axes is labelled."""
+    assert png.is_file() and png.stat().st_size > 0
+    img = cv2.imread(str(png))
+    assert img is not None and img.shape[0] > 100 and img.shape[1] > 100 and img.std() > 0
+    assert fig.get_suptitle().strip()
+    assert fig.axes and all(ax.get_xlabel().strip() and ax.get_ylabel().strip() for ax in fig.axes)
 
 
 def _check(result: dict, size: int) -> None:
@@ -48,7 +59,25 @@ def test_bench_interp_cli_json(tmp_path):
     res = CliRunner().invoke(app, ["bench", "interp", "--size", "64", "--cases", "1", "--json",
                                    "--set", f"engine.models_dir={tmp_path}"])
     assert res.exit_code == 0, res.output
-    _check(json.loads(res.output), 64)
+    _check(json.loads(res.stdout), 64)  # the progress bar went to stderr: stdout is the JSON alone
+    assert "done" in res.stderr
+
+
+@pytest.mark.timeout(120)
+def test_bench_interp_plot(tmp_path, monkeypatch):
+    from vcam.tools.bench.plots import interp_figure
+
+    monkeypatch.setenv("FLUXRT_SHARED_MODELS", str(tmp_path / "none"))  # no RIFE: its row has no point
+
+    png = tmp_path / "interp.png"
+    res = CliRunner().invoke(app, ["bench", "interp", "--size", "48", "--cases", "1", "--methods", "rife-v4.25,flow,blend",
+                                   "--json", "--quiet", "--plot", str(png), "--set", f"engine.models_dir={tmp_path}"])
+    assert res.exit_code == 0, res.output
+    assert res.stderr == ""  # --quiet: no progress bar, no note
+    result = json.loads(res.stdout)
+    fig = interp_figure(result, tmp_path / "again.png")
+    check_figure(png, fig)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["flow", "blend"]
 
 
 def test_bench_interp_cli_rejects_bad_methods():

@@ -631,70 +631,120 @@ def install_service_cmd(
 
 
 # ---- benchmarks ----------------------------------------------------------------------------------
+BenchQuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar on stderr.")]
+PlotOpt = Annotated[Optional[Path], typer.Option("--plot", metavar="FILE.png", help="Also draw the result into this PNG.")]
+
+
+def _plots_for(path: Path | None) -> Any:
+    """The plotting module when --plot is given (matplotlib loads only then), once the PNG is known to be
+    writable: a wrong path fails now, not after the benchmark."""
+    if path is None:
+        return None
+    if path.suffix.lower() != ".png":
+        _fail([f"--plot {path}: the figure is a PNG, name it FILE.png"])
+    if not path.expanduser().parent.is_dir():
+        _fail([f"--plot {path}: the folder {path.expanduser().parent} does not exist"])
+    from vcam.tools.bench import plots
+
+    return plots
+
+
+def _plot(draw: Any, path: Path, quiet: bool) -> None:
+    """Draw after the result is out (a plot that fails loses no measurement); the note goes to stderr."""
+    try:
+        draw(path.expanduser())
+    except (ValueError, OSError) as e:
+        _fail([f"--plot {path}: {e}"], code=1)
+    if not quiet:
+        typer.echo(f"plot: {path}", err=True)
 
 
 @bench_app.command("engine")
 def bench_engine(
-    config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
+    config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False, quiet: BenchQuietOpt = False,
     frames: Annotated[int, typer.Option(help="Timed frames (after warm-up).", min=1)] = 3,
     warmup: Annotated[int, typer.Option(help="Warm-up frames (text encoding, allocations).", min=0)] = 1,
     tiny_preset: Annotated[Optional[str], typer.Option(help="flux2-tiny size: test | demo | bench.")] = None,
 ) -> None:
     """Per-stage ms and frames/s of the configured engine on this device (flux2-tiny on a CPU)."""
     from engine.errors import EngineConfigError
+    from vcam.tools.bench import BenchProgress
     from vcam.tools.bench.engine import run, table
 
     cfg = load(config, set_)
     notes: list[str] = []
     try:
-        result = run(cfg, frames_n=frames, warmup=warmup, tiny_preset=tiny_preset, notes=notes)
+        with BenchProgress(not quiet) as progress:
+            result = run(cfg, frames_n=frames, warmup=warmup, tiny_preset=tiny_preset, notes=notes, progress=progress)
     except EngineConfigError as e:
         _fail([str(e)])
     emit(result, as_json, table(result, notes))
 
 
 @bench_app.command("pipeline")
-def bench_pipeline(as_json: JsonOpt = False,
+def bench_pipeline(as_json: JsonOpt = False, quiet: BenchQuietOpt = False, plot: PlotOpt = None,
                    seconds: Annotated[float, typer.Option(help="Steady-state seconds per resolution.")] = 5.0,
                    pacing_seconds: Annotated[float, typer.Option(help="Seconds of the pacing run.")] = 10.0) -> None:
-    """Daemon overhead: latency, channel throughput, jitter, idle CPU, interpolation pacing."""
+    """Daemon overhead: latency, channel throughput, jitter, idle CPU, interpolation pacing
+    (--plot: a histogram of each frame's capture -> camera latency)."""
+    from vcam.tools.bench import BenchProgress
     from vcam.tools.bench.pipeline import format_table, run_bench
 
-    result = run_bench(seconds=seconds, pacing_seconds=pacing_seconds)
+    plots = _plots_for(plot)
+    samples: dict[str, list[float]] = {}
+    with BenchProgress(not quiet) as progress:
+        result = run_bench(seconds=seconds, pacing_seconds=pacing_seconds, progress=progress, latency_samples=samples)
     emit(result, as_json, format_table(result))
+    if plot is not None:
+        _plot(lambda path: plots.pipeline_figure(result, samples, path), plot, quiet)
 
 
 @bench_app.command("cache")
-def bench_cache(as_json: JsonOpt = False,
-                width: Annotated[int, typer.Option(help="Frame width (multiple of 16).")] = 512,
-                height: Annotated[int, typer.Option(help="Frame height (multiple of 16).")] = 512,
-                text_tokens: Annotated[int, typer.Option(help="Text tokens (klein: 512).")] = 512,
-                heads: Annotated[int, typer.Option(help="Attention heads of 128 (klein-4B: 24).")] = 8,
-                double_blocks: Annotated[int, typer.Option(help="Double-stream blocks (klein-4B: 5).")] = 1,
-                single_blocks: Annotated[int, typer.Option(help="Single-stream blocks (klein-4B: 20).")] = 1,
-                repeats: Annotated[int, typer.Option(help="Timed runs per row (median).")] = 3,
+def bench_cache(as_json: JsonOpt = False, quiet: BenchQuietOpt = False, plot: PlotOpt = None,
+                full: Annotated[bool, typer.Option("--full", help="The long run: 8 heads, 6 active fractions, median "
+                                                                  "of 3 (about 5x the default's work).")] = False,
+                width: Annotated[Optional[int], typer.Option(help="Frame width, multiple of 16, default 512.")] = None,
+                height: Annotated[Optional[int], typer.Option(help="Frame height, multiple of 16, default 512.")] = None,
+                text_tokens: Annotated[Optional[int], typer.Option(help="Text tokens (klein: 512), default 512.")] = None,
+                heads: Annotated[Optional[int], typer.Option(help="Attention heads of 128 (klein-4B: 24), default 4, "
+                                                                  "--full 8.")] = None,
+                double_blocks: Annotated[Optional[int], typer.Option(help="Double-stream blocks (klein-4B: 5), "
+                                                                          "default 1.")] = None,
+                single_blocks: Annotated[Optional[int], typer.Option(help="Single-stream blocks (klein-4B: 20), "
+                                                                          "default 1.")] = None,
+                repeats: Annotated[Optional[int], typer.Option(help="Timed runs per row (median), default 2, --full 3.",
+                                                               min=1)] = None,
                 device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu") -> None:
-    """Spatial cache: dense vs cached transformer at active fractions 0..1 (time, FLOPs, PSNR)."""
-    from vcam.tools.bench.cache import BenchShape, format_table, run_cache_bench
+    """Spatial cache: dense vs cached transformer at active fractions 0..1 (time, FLOPs, PSNR); --plot: speedup
+    and FLOP ratio against the active fraction."""
+    from vcam.tools.bench import BenchProgress
+    from vcam.tools.bench.cache import format_table, mode_settings, run_cache_bench
 
     try:
-        shape = BenchShape(width=width, height=height, text_tokens=text_tokens, heads=heads,
-                           double_blocks=double_blocks, single_blocks=single_blocks)
+        mode, s = mode_settings(full, repeats=repeats, width=width, height=height, text_tokens=text_tokens,
+                                heads=heads, double_blocks=double_blocks, single_blocks=single_blocks)
     except ValueError as e:
         _fail([str(e)])
-    result = run_cache_bench(shape, repeats=repeats, device=device)
+    plots = _plots_for(plot)
+    with BenchProgress(not quiet) as progress:
+        result = run_cache_bench(s.shape, fractions=s.fractions, repeats=s.repeats, device=device, mode=mode,
+                                 progress=progress)
     emit(result, as_json, format_table(result))
+    if plot is not None:
+        _plot(lambda path: plots.cache_figure(result, path), plot, quiet)
 
 
 @bench_app.command("interp")
 def bench_interp(
-    config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
+    config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False, quiet: BenchQuietOpt = False,
+    plot: PlotOpt = None,
     size: Annotated[int, typer.Option(help="Square frame size in pixels.", min=32, max=2048)] = 512,
     cases: Annotated[Optional[int], typer.Option(help="Use the first N non-periodic motion cases (default: all).", min=1)] = None,
     methods: Annotated[str, typer.Option(help="Comma-separated: rife-v4.25,rife-v3-hd,flow,blend.")] = "rife-v4.25,rife-v3-hd,flow,blend",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
 ) -> None:
-    """ms per interpolated frame and PSNR on the synthetic motion set, per interpolator (weights from engine.models_dir or ../shared/models)."""
+    """ms per interpolated frame and PSNR on the synthetic motion set, per interpolator (weights from engine.models_dir or ../shared/models); --plot: PSNR against ms per method."""
+    from vcam.tools.bench import BenchProgress
     from vcam.tools.bench.interp import METHODS, format_table, run
 
     cfg = load(config, set_)
@@ -702,11 +752,16 @@ def bench_interp(
     unknown = [m for m in chosen if m not in METHODS]
     if unknown or not chosen:
         _fail([f"--methods: unknown {unknown or chosen}; choose from {', '.join(METHODS)}"])
+    plots = _plots_for(plot)
     try:
-        result = run(size=size, methods=chosen, cases=cases, device=device, models_dir=cfg.engine.models_dir)
+        with BenchProgress(not quiet) as progress:
+            result = run(size=size, methods=chosen, cases=cases, device=device, models_dir=cfg.engine.models_dir,
+                         progress=progress)
     except ValueError as e:
         _fail([str(e)])
     emit(result, as_json, format_table(result))
+    if plot is not None:
+        _plot(lambda path: plots.interp_figure(result, path), plot, quiet)
 
 
 @bench_app.command("stream")

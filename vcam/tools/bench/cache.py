@@ -2,8 +2,12 @@
 
 The model is engine.flux2.tiny's transformer recipe with klein's head size (128), RoPE axes and token
 counts for 512x512 editing (1024 noise + 1024 reference + 512 text tokens), with reduced width and depth
-(random weights) so the run fits in a minute on 2 CPU cores. Per active fraction a, on the synthetic
-scene whose moving area is a:
+(random weights). Two presets (MODES): "quick", the default, 4 heads (hidden 512), 5 active fractions and
+the median of 2: a third of the FLOPs per forward, a fifth of the work of "full" (`--full`: 8 heads, 6
+fractions, median of 3; 151 s on 2 busy CPU cores), so that the default stays well under a minute on 2
+CPU cores (44 CPU seconds). The FLOP ratios hardly depend on the width (the token layout sets them); the
+speedups do a little (attention is a larger share of the work at 4 heads).
+Per active fraction a, on the synthetic scene whose moving area is a:
 
 1. frame 0 runs dense through the cached forward (filling every cache);
 2. frame k (the object moved) runs with the round(a * cells) most-changed cells active, text and
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -32,7 +36,7 @@ import torch
 
 from engine.image import psnr
 from engine.options import ModelOptions
-from vcam.tools.bench import device_label
+from vcam.tools.bench import BenchProgress, device_label, no_progress
 
 PSNR_CAP_DB = 100.0
 FRACTIONS = (0.0, 0.1, 0.25, 0.5, 0.9, 1.0)
@@ -58,6 +62,28 @@ class BenchShape:
     @property
     def hidden(self) -> int:
         return self.heads * self.head_dim
+
+
+@dataclass(frozen=True)
+class CacheMode:
+    shape: BenchShape
+    fractions: tuple[float, ...]
+    repeats: int
+
+
+MODES = {
+    "quick": CacheMode(BenchShape(heads=4), (0.0, 0.1, 0.25, 0.5, 1.0), repeats=2),
+    "full": CacheMode(BenchShape(), FRACTIONS, repeats=3),
+}
+
+
+def mode_settings(full: bool, repeats: int | None = None, **shape: int | None) -> tuple[str, CacheMode]:
+    """The preset (`full` or the quick default) with the options given on the command line (not None) put
+    over it. Raises ValueError for a shape the engine would refuse."""
+    name = "full" if full else "quick"
+    preset = MODES[name]
+    given = {k: v for k, v in shape.items() if v is not None}
+    return name, CacheMode(replace(preset.shape, **given), preset.fractions, repeats or preset.repeats)
 
 
 def build_model(shape: BenchShape, seed: int = 0):
@@ -95,7 +121,10 @@ def run_cache_bench(
     frame_gap: int = 3,
     seed: int = 0,
     device: str = "cpu",
+    mode: str = "full",
+    progress: BenchProgress | None = None,
 ) -> dict[str, Any]:
+    """`mode` only labels the result (the preset the arguments came from)."""
     from engine.flux2.latents import image_ids
     from engine.flux2.tiny import CellTokens
     from engine.flux2.text import text_ids
@@ -106,6 +135,9 @@ def run_cache_bench(
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if any(not 0.0 <= a <= 1.0 for a in fractions):
         raise ValueError(f"active fractions must be within 0..1, got {fractions}")
+    p = progress or no_progress()
+    # steps: the model, the dense FLOP count, and per fraction: fill, count, `repeats` timed pairs
+    p.start(2 + len(fractions) * (2 + repeats), f"cache ({mode}): building the model")
     dev = torch.device(device)
     model = build_model(shape, seed).to(dev)
     gh, gw = shape.height // 16, shape.width // 16
@@ -131,6 +163,7 @@ def run_cache_bench(
         sync()
         return out[:, : layout.cells]
 
+    p.advance()
     dense_flops = None
     rows = []
     for a in fractions:
@@ -138,7 +171,9 @@ def run_cache_bench(
         f0, f1 = scene.frame(0), scene.frame(frame_gap)
         hs0 = torch.cat([noise, tokens(f0).to(dev)], dim=1)
         hs1 = torch.cat([noise, tokens(f1).to(dev)], dim=1)
+        p.doing(f"cache ({mode}) active {a:.2f}: filling the caches (frame 0)")
         cached.forward(0, full_plan, hs0, text)  # frame 0: every cache filled
+        p.advance()
         plan = cached.plan(top_cells(f0, f1, a), np.zeros(layout.side, dtype=bool))[0]
 
         def run_cached() -> torch.Tensor:
@@ -147,14 +182,19 @@ def run_cache_bench(
             return out
 
         # the counted runs double as warm-up (untimed)
+        p.doing(f"cache ({mode}) active {a:.2f}: counting FLOPs")
         cached_flops, out_cached = count_flops(run_cached)
+        p.advance()
         if dense_flops is None:
             dense_flops, _ = count_flops(lambda: dense(hs1))
+            p.advance()
         outs: list[torch.Tensor] = []
         t_dense, t_cached = [], []
-        for _ in range(repeats):  # side by side, interleaved
+        for i in range(repeats):  # side by side, interleaved
+            p.doing(f"cache ({mode}) active {a:.2f}: timing dense + cached {i + 1}/{repeats}")
             t_dense.append(_time(lambda: outs.append(dense(hs1))))
             t_cached.append(_time(run_cached))
+            p.advance()
         out_dense = outs[0]
         d_ms, c_ms = statistics.median(t_dense), statistics.median(t_cached)
         rows.append({
@@ -171,13 +211,15 @@ def run_cache_bench(
         "sequence": layout.length, "dense_gflop": round(dense_flops / 1e9, 2), "frame_gap": frame_gap,
         "repeats": repeats, "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
     }
-    return {"device": device_label(dev), "shape": shape_d, "rows": rows}
+    return {"device": device_label(dev), "mode": mode, "shape": shape_d, "rows": rows}
 
 
 def format_table(result: dict[str, Any]) -> str:
     s = result["shape"]
     lines = [
-        f"spatial cache, device: {result['device']}",
+        f"spatial cache, {result['mode']} run"
+        + (" (--full: 8 heads, 6 fractions, median of 3)" if result["mode"] == "quick" else "")
+        + f", device: {result['device']}",
         f"shape: {s['width']}x{s['height']}, {s['noise_tokens']} noise + {s['reference_tokens']} reference + "
         f"{s['text_tokens']} text tokens, hidden {s['hidden']} ({s['heads']} heads x {s['head_dim']}), "
         f"{s['double_blocks']} double + {s['single_blocks']} single blocks, {s['dense_gflop']} GFLOP dense, "

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from vcam.tools.bench import device_label
+from vcam.tools.bench import BenchProgress, device_label, no_progress
 
 STAGES = ("prepare", "denoise", "decode")
 
@@ -32,18 +32,24 @@ def frames(width: int, height: int, count: int) -> list[np.ndarray]:
 
 
 def run_engine(engine, *, width: int, height: int, steps: int, prompt: str, seed: int = 0, frames_n: int = 3,
-               warmup: int = 1, model: str = "", notes: list[str] | None = None) -> dict[str, Any]:
+               warmup: int = 1, model: str = "", notes: list[str] | None = None,
+               progress: BenchProgress | None = None) -> dict[str, Any]:
     """Time `engine.edit` on `frames_n` frames after `warmup` frames; the issue's JSON shape. Facts that are not
-    part of that shape (the spatial cache's active fraction) are appended to `notes` for the table."""
+    part of that shape (the spatial cache's active fraction) are appended to `notes` for the table.
+    `progress` advances one step per frame; its total is the caller's to set (`run` does)."""
     if frames_n < 1 or warmup < 0:
         raise ValueError("frames must be >= 1 and warmup >= 0")
+    p = progress or no_progress()
     stream = frames(width, height, warmup + frames_n)
-    for f in stream[:warmup]:
+    for i, f in enumerate(stream[:warmup]):
+        p.doing(f"engine: warm-up frame {i + 1}/{warmup}")
         engine.edit(f, prompt=prompt, seed=seed, steps=steps)
+        p.advance()
     per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
     totals: list[float] = []
     active: list[float] = []
-    for f in stream[warmup:]:
+    for i, f in enumerate(stream[warmup:]):
+        p.doing(f"engine: timed frame {i + 1}/{frames_n}")
         t0 = time.perf_counter()
         engine.edit(f, prompt=prompt, seed=seed, steps=steps)
         totals.append((time.perf_counter() - t0) * 1000.0)
@@ -51,6 +57,7 @@ def run_engine(engine, *, width: int, height: int, steps: int, prompt: str, seed
             per_stage[s].append(float(engine.stats.stages_ms.get(s, 0.0)))
         if "active_fraction" in engine.stats.cache:
             active.append(float(engine.stats.cache["active_fraction"]))
+        p.advance()
     total = statistics.median(totals)
     if notes is not None:
         notes.append(f"spatial cache: on, median active fraction {statistics.median(active):.2f} (frames drift 2 px)"
@@ -66,7 +73,7 @@ def run_engine(engine, *, width: int, height: int, steps: int, prompt: str, seed
 
 
 def run(cfg, *, frames_n: int = 3, warmup: int = 1, tiny_preset: str | None = None,
-        notes: list[str] | None = None) -> dict[str, Any]:
+        notes: list[str] | None = None, progress: BenchProgress | None = None) -> dict[str, Any]:
     """Build the configured engine (engine.name, "auto" resolved) and time it."""
     from engine import create_engine
     from vcam.inference.engine_choice import auto_engine, engine_options
@@ -83,10 +90,13 @@ def run(cfg, *, frames_n: int = 3, warmup: int = 1, tiny_preset: str | None = No
         model = f"flux2-tiny ({preset})"
     elif name == "flux2":
         model = f"flux2 ({e.model})"
+    p = progress or no_progress()
+    p.start(1 + warmup + frames_n, f"engine: building {model}")
     engine = create_engine(name, engine_options(cfg), **tiny)
+    p.advance()
     try:
         return run_engine(engine, width=e.width, height=e.height, steps=e.steps, prompt=cfg.prompt.text, seed=e.seed,
-                          frames_n=frames_n, warmup=warmup, model=model, notes=notes)
+                          frames_n=frames_n, warmup=warmup, model=model, notes=notes, progress=p)
     finally:
         engine.close()
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from vcam.tools.bench import device_label
+from vcam.tools.bench import BenchProgress, device_label, no_progress
 
 METHODS = ("rife-v4.25", "rife-v3-hd", "flow", "blend")
 
 
 def run(*, size: int = 512, methods: Sequence[str] = METHODS, cases: int | None = None, device: str = "cpu",
-        models_dir: Path | None = None, t: float = 0.5) -> dict[str, Any]:
+        models_dir: Path | None = None, t: float = 0.5, progress: BenchProgress | None = None) -> dict[str, Any]:
     """Measure each method; `cases` limits the non-periodic cases (the periodic one is always added)."""
     from engine.image import psnr
     from engine.interp import InterpolatorUnavailable, create_interpolator
@@ -36,22 +36,31 @@ def run(*, size: int = 512, methods: Sequence[str] = METHODS, cases: int | None 
     if not chosen:
         raise ValueError(f"cases must be >= 1, got {cases}")
     chosen += [c for c in CASES if c.periodic]
+    p = progress or no_progress()
+    # steps: rendering the cases, then per method its warm-up (with the build) and one per case
+    p.start(1 + len(methods) * (1 + len(chosen)), f"interp: rendering {len(chosen)} cases at {size}x{size}")
     scenes = [(c, render(c, 0.0, size), render(c, t, size), render(c, 1.0, size)) for c in chosen]
+    p.advance()
     rows: list[dict[str, Any]] = []
     for method in methods:
+        p.doing(f"interp {method}: loading, warm-up")
         try:
             interp = create_interpolator(method, device=device, models_dir=models_dir)
         except InterpolatorUnavailable as e:  # weights missing or broken: say so instead of timing nothing
             rows.append({"method": method, "ms_per_frame": None, "psnr_db": None, "note": str(e)})
+            p.advance(1 + len(scenes))
             continue
         _, a0, _, b0 = scenes[0]
         interp.interpolate_numpy(a0, b0, [t])  # warm-up: allocator, oneDNN kernels, OpenCV pools
+        p.advance()
         times, scores, periodic = [], [], []
         for case, a, truth, b in scenes:
+            p.doing(f"interp {method}: {case.name}")
             t0 = time.perf_counter()
             out = interp.interpolate_numpy(a, b, [t])[0]
             times.append(time.perf_counter() - t0)
             (periodic if case.periodic else scores).append(psnr(out, truth))
+            p.advance()
         rows.append({"method": method, "ms_per_frame": round(1000 * statistics.median(times), 2),
                      "psnr_db": round(float(np.mean(scores)), 2),
                      "psnr_periodic_db": round(float(np.mean(periodic)), 2) if periodic else None})
