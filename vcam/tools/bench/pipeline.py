@@ -121,7 +121,7 @@ def channel_throughput(width: int, height: int, seconds: float = 0.5) -> float:
 
 
 def _config(width: int, height: int, fps: float, **extra: Any) -> Config:
-    from vcam.config import OutputConfig, load_config
+    from vcam.config import load_config
 
     overrides: dict[str, Any] = {
         "engine.name": "passthrough", "engine.width": width, "engine.height": height,
@@ -129,10 +129,9 @@ def _config(width: int, height: int, fps: float, **extra: Any) -> Config:
         "interpolation.method": "none", "output.fps": fps, "output.virtual_camera": "on",
         "output.camera_backend": f"{__name__}:TimingBackend", "output.preview": False, "control.enabled": False, "log_level": "warning",
     }
-    if "width" in OutputConfig.model_fields:
-        # where the camera's size is its own: the size under test, so that a row measures that size end to
-        # end (no scaling) and the camera gets OUTPUT's frames unchanged (the latency samples match them)
-        overrides.update({"output.width": width, "output.height": height})
+    # the camera at the size under test, not its own 1280x720: a row measures that size end to end (no
+    # scaling), and the camera gets OUTPUT's frames unchanged, so the latency samples match them
+    overrides.update({"output.width": width, "output.height": height})
     overrides.update(extra)
     return load_config(None, overrides)
 
