@@ -3,26 +3,16 @@ full presets, the progress bar and the --plot figure."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import cv2
 import pytest
 from typer.testing import CliRunner
 
 from vcam.tools.bench.cache import FRACTIONS, MODES, BenchShape, mode_settings
 from vcam.tools.cli import app
+from tests.plot_checks import check_figure
 
 KEYS = {"active", "dense_ms", "cached_ms", "speedup", "flop_ratio", "psnr_db"}
 TINY = ["--width", "64", "--height", "48", "--text-tokens", "8", "--heads", "1", "--repeats", "1"]
-
-
-def check_figure(png: Path, fig) -> None:
-    """A PNG that decodes to a real picture, from a figure whose every axes is labelled."""
-    assert png.is_file() and png.stat().st_size > 0
-    img = cv2.imread(str(png))
-    assert img is not None and img.shape[0] > 100 and img.shape[1] > 100 and img.std() > 0
-    assert fig.get_suptitle().strip()
-    assert fig.axes and all(ax.get_xlabel().strip() and ax.get_ylabel().strip() for ax in fig.axes)
 
 
 @pytest.mark.timeout(120)

@@ -7,24 +7,15 @@ import math
 import os
 from pathlib import Path
 
-import cv2
 import pytest
 from typer.testing import CliRunner
 
 from vcam.tools.bench.interp import format_table, run
 from vcam.tools.cli import app
+from tests.plot_checks import check_figure
 
 SHARED = Path(os.environ.get("FLUXRT_SHARED_MODELS") or Path(__file__).resolve().parents[1].parent / "shared" / "models")
 HAVE_WEIGHTS = (SHARED / "rife-v4.25" / "flownet.pkl").is_file() and (SHARED / "rife-v3-hd" / "flownet.pkl").is_file()
-
-
-def check_figure(png: Path, fig) -> None:
-    """A PNG that decodes to a real picture, from a figure whose every axes is labelled."""
-    assert png.is_file() and png.stat().st_size > 0
-    img = cv2.imread(str(png))
-    assert img is not None and img.shape[0] > 100 and img.shape[1] > 100 and img.std() > 0
-    assert fig.get_suptitle().strip()
-    assert fig.axes and all(ax.get_xlabel().strip() and ax.get_ylabel().strip() for ax in fig.axes)
 
 
 def _check(result: dict, size: int) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
@@ -103,53 +103,51 @@ class Pulse:
         """Around one unit of work of unbounded length (an edit on a loaded machine can take seconds): a
         helper thread beats (phase RUNNING) while the process uses CPU, so slow work is not taken for a
         hang, while a deadlock, a wait that never returns or a stopped process (no CPU) still goes silent."""
-        if self.beats is None:
-            yield
-            return
-        done = threading.Event()
+        used = time.process_time()
 
-        def helper() -> None:
-            used = time.process_time()
-            while not done.wait(BEAT_EVERY_S):
-                now_used = time.process_time()  # CPU time of the whole process, all threads
-                if now_used - used >= MIN_CPU_S:
-                    self.beats.beat(self.slot, RUNNING)  # type: ignore[union-attr]
-                used = now_used
+        def step() -> None:
+            nonlocal used
+            now_used = time.process_time()  # CPU time of the whole process, all threads
+            if now_used - used >= MIN_CPU_S:
+                self.beats.beat(self.slot, RUNNING)  # type: ignore[union-attr]
+            used = now_used
 
-        t = threading.Thread(target=helper, name="heartbeat-busy", daemon=True)
-        t.start()
-        try:
+        with self._helper(step, "heartbeat-busy"):
             yield
-        finally:
-            done.set()
-            t.join()
-            self.beat()
+        self.beat()
 
     @contextmanager
     def starting(self) -> Iterator[None]:
         """Beat from a helper thread, phase STARTING, while the block runs: imports, model loading,
         compiling, warm-up. A helper thread keeps beating even if the block hangs; the supervisor's
         longer STARTING limit and the phase shown in `status` are what remain of the check then."""
+        with self._lock:
+            self._helpers += 1
+        try:
+            with self._helper(lambda: self.beats.beat(self.slot, STARTING), "heartbeat"):  # type: ignore[union-attr]
+                yield
+        finally:
+            with self._lock:
+                self._helpers -= 1
+        self.beat()
+
+    @contextmanager
+    def _helper(self, step: Callable[[], None], name: str) -> Iterator[None]:
+        """Run `step` now and every BEAT_EVERY_S on a daemon thread while the block runs (no-op unattached)."""
         if self.beats is None:
             yield
             return
         done = threading.Event()
 
-        def helper() -> None:
-            while True:
-                self.beats.beat(self.slot, STARTING)  # type: ignore[union-attr]
-                if done.wait(BEAT_EVERY_S):
-                    return
+        def loop() -> None:
+            step()
+            while not done.wait(BEAT_EVERY_S):
+                step()
 
-        with self._lock:
-            self._helpers += 1
-        t = threading.Thread(target=helper, name="heartbeat", daemon=True)
+        t = threading.Thread(target=loop, name=name, daemon=True)
         t.start()
         try:
             yield
         finally:
             done.set()
             t.join()
-            with self._lock:
-                self._helpers -= 1
-            self.beats.beat(self.slot, RUNNING)

@@ -15,13 +15,16 @@ def device_label(device) -> str:
         return f"{dev} ({torch.cuda.get_device_name(dev)})"
     if dev.type != "cpu":
         return str(dev)
-    model = ""
+    return f"cpu ({cpu_model()}, {torch.get_num_threads()} torch threads)"
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux /proc/cpuinfo), else "unknown model"."""
     try:
         with open("/proc/cpuinfo") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "unknown model")
     except OSError:
-        pass
-    return f"cpu ({model or 'unknown model'}, {torch.get_num_threads()} torch threads)"
+        return "unknown model"
 
 
 class BenchProgress:

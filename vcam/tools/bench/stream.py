@@ -246,13 +246,9 @@ async def _measure(port: int, viewers_n: int, seconds: float, server: psutil.Pro
 
 
 def cpu_label() -> str:
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    return f"cpu ({model or 'unknown model'}, {os.cpu_count()} cores)"
+    from vcam.tools.bench import cpu_model
+
+    return f"cpu ({cpu_model()}, {os.cpu_count()} cores)"
 
 
 def run_bench(viewers: int = 200, seconds: float = 10.0, width: int = 512, height: int = 512,
