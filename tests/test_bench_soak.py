@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.daemon_helpers import shm_names
-from vcam.tools.bench.soak import (SEND_TIMES_ENV, OutputCounts, SendTimesBackend, format_table, interval_stats,
+from vcam.tools.bench.soak import (SEND_TIMES_ENV, OutputCounts, SendTimesBackend, format_table, interval_stats, rss_peaks,
                                    kill_times, read_send_times, run_soak)
 
 
@@ -17,7 +17,7 @@ def test_two_minute_soak_with_a_kill_of_each_child():
     r = run_soak(minutes=2, engine="flux2-tiny", viewers=3)
     assert set(r) >= {"device", "engine", "minutes", "startup_s", "warmup_s", "window_s", "resources",
                       "output_interval_ms", "restarts", "kills", "frames_sent", "frames_lost", "prompt_changes",
-                      "viewers", "timeline"}
+                      "viewers", "timeline", "daemon_rss_peaks_mb"}
     assert r["engine"] == "flux2-tiny" and r["minutes"] == 2 and r["warmup_s"] == 30
     # one kill a minute, inference first, and each killed child came back
     assert [k["role"] for k in r["kills"]] == ["inference", "output"]
@@ -75,3 +75,12 @@ def test_output_counts_add_up_over_output_processes():
     c.see({"pid": 2, "standby": True})  # a promoted standby before its first report
     c.see({"pid": 2, "lost": 1, "sent": 40})
     assert c.total("lost") == 2 and c.total("sent") == 90
+
+
+def test_rss_peaks_compare_the_same_state_early_and_late():
+    # (t, supervisor MB, tree MB): the tree dips after each kill and climbs back
+    timeline = [[0, 100, 800], [30, 110, 300], [60, 110, 700], [90, 110, 850], [120, 110, 400],
+                [150, 110, 820], [180, 110, 860], [210, 110, 500], [240, 110, 855], [270, 110, 870]]
+    peaks = rss_peaks(timeline, warmup_s=60)
+    assert peaks == {"early": 850, "late": 870, "growth": 20}
+    assert rss_peaks(timeline[:3], warmup_s=60) is None  # too short to say

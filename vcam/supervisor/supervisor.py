@@ -15,6 +15,7 @@ Linux's parent-death signal (vcam/supervisor/child.py) fires when the spawning t
 """
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing as mp
 import multiprocessing.connection
@@ -123,6 +124,11 @@ class Supervisor:
                 child.links.control.put(self.settings)
             if child.role == "output":
                 child.links.control.put({"notice": self.notice_text})
+        if old is not None:
+            # a queue's and an event's named semaphores go when the objects are freed; some sit in reference
+            # cycles, so collect now rather than let /dev/shm collect semaphores between collector runs
+            del old
+            gc.collect()
         self.beats.reset(child.row)
         child.proc = self.ctx.Process(target=child_main, args=(child.role, self.cfg, child.links),
                                       name=f"fluxrt-{child.role}", daemon=True)

@@ -383,6 +383,7 @@ def run_soak(minutes: float = 0.4, engine: str = "flux2-tiny", viewers: int = 3,
         "minutes": minutes, "startup_s": round(startup_s, 1), "warmup_s": round(warmup, 1),
         "window_s": round(window, 1),
         "resources": growth(warm, end),
+        "daemon_rss_peaks_mb": rss_peaks(timeline, warmup),
         "output_interval_ms": interval_stats(sends, fps),
         "restarts": {role: st[role]["restarts"] for role in ("inference", "output")},
         "kills": kills,
@@ -396,6 +397,19 @@ def run_soak(minutes: float = 0.4, engine: str = "flux2-tiny", viewers: int = 3,
         "engine_fps": round(float(st["inference"].get("engine_fps") or 0), 2),
         "timeline": timeline,
     }
+
+
+def rss_peaks(timeline: list[list[float]], warmup_s: float, share: float = 0.2) -> dict[str, Any] | None:
+    """The whole tree's RSS peak early (the `share` of the run after warm-up) and late (its last `share`).
+    The tree's sum swings with every kill (a restarted inference process reloads its model), so two single
+    readings compare a fresh process with a warm one; peaks compare the same state."""
+    after = [row for row in timeline if row[0] >= warmup_s]
+    if len(after) < 4:
+        return None
+    span = after[-1][0] - after[0][0]
+    early = max(r[2] for r in after if r[0] <= after[0][0] + share * span)
+    late = max(r[2] for r in after if r[0] >= after[-1][0] - share * span)
+    return {"early": round(early, 1), "late": round(late, 1), "growth": round(late - early, 1)}
 
 
 def _alternate() -> Iterator[str]:
