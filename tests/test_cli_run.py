@@ -5,6 +5,7 @@ import fcntl
 import os
 import pty
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -14,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import httpx
 import pytest
 
@@ -143,6 +145,19 @@ def test_run_prints_the_page_and_the_stream_first_and_the_stream_serves_jpeg(sta
     # not a terminal: plain lines only, no status line redrawn in place
     assert "\r" not in out and "\x1b" not in out and "| camera " not in out
     assert lines[-1] == "stopped."
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None and not os.environ.get("CI"),
+                    reason="ffmpeg is not installed (.ci/run installs it)")
+def test_ffmpeg_decodes_the_stream_url_the_daemon_prints(start, tmp_path):
+    d = start()
+    url = d.wait_for(STREAM).group(1)
+    wait_until(lambda: engine_running(url), timeout=90, every=0.2)
+    r = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", url, "-frames:v", "3",
+                        str(tmp_path / "frame%d.png")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    frame = cv2.imread(str(tmp_path / "frame3.png"))
+    assert frame is not None and frame.shape == (96, 128, 3) and frame.std() > 0  # the engine-size picture
 
 
 def test_run_on_a_terminal_shows_progress_then_a_live_status_line(start):
