@@ -81,7 +81,7 @@ def test_live_settings_refuse_a_boolean_for_a_number():
 def test_cli_refuses_a_boolean_for_a_number():
     r = subprocess.run([sys.executable, "-m", "vcam.tools.cli", "config", "show", "--set", "source.fps=true"],
                        capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert r.returncode == 2 and "source.fps = true: expected a number, not true or false" in r.stderr
+    assert r.returncode == 2 and "--set source.fps=true: expected a number, not true or false" in r.stderr
 
 
 # ---- control characters in prompts -----------------------------------------------------------------------

@@ -78,7 +78,11 @@ class Daemon:
 
     def wait_for(self, pattern: re.Pattern | str, timeout: float = 90) -> re.Match:
         rx = re.compile(re.escape(pattern)) if isinstance(pattern, str) else pattern
-        return wait_until(lambda: rx.search(self.text()), timeout=timeout, every=0.1)
+        try:
+            return wait_until(lambda: rx.search(self.text()), timeout=timeout, every=0.1)
+        except AssertionError:  # say what the daemon did say, on stdout and on stderr
+            raise AssertionError(f"{rx.pattern!r} not printed within {timeout} s; stdout:\n{self.text()}\n"
+                                 f"stderr:\n{self.errors()}") from None
 
     def stop(self) -> str:
         """Ctrl-C; the whole output once it has exited."""
