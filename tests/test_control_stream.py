@@ -180,6 +180,15 @@ def test_reads_the_channel_only_while_wanted_and_shows_a_card_when_frames_stop(c
     wait_until(lambda: source.showing == "card: paused / engine restarting (killed by signal 9)", timeout=5)
 
 
+def test_a_viewer_who_comes_back_to_a_card_that_has_not_changed_gets_it(channel, source):
+    source.start()
+    assert source.snapshot(False) is not None and source.showing.startswith("card: waiting")  # no frames: a card
+    wait_until(lambda: not source.status["reading"], timeout=10)  # the reading session ended: nobody watches
+    # the same card text as before: it must be published again for the new session, not skipped
+    jpeg = source.snapshot(False)
+    assert jpeg is not None and decode(jpeg).shape == (H, W, 3)
+
+
 def test_groups_play_in_order(channel, source):
     source.start()
     source.snapshot(False)  # start reading

@@ -142,8 +142,8 @@ class StreamSource:
             while not self._stop.is_set():
                 if self._wanted():
                     self._play(channel)
-                    with self._cond:
-                        self._live = False
+                    with self._cond:  # the picture belonged to that session: the next one starts afresh
+                        self._live, self.showing = False, "nothing"
                 else:
                     self._wake.wait(1.0)
                     self._wake.clear()

@@ -93,6 +93,8 @@ class Pulse:
         self._phase = RUNNING
         self._helpers = 0
         self._lock = threading.Lock()
+        self._busy = threading.Event()  # set while a `busy()` block runs
+        self._cpu_watch: threading.Thread | None = None
 
     def beat(self, phase: int = RUNNING) -> None:
         if self.beats is not None and not self._helpers:  # while a STARTING helper beats, it owns the row
@@ -102,19 +104,30 @@ class Pulse:
     def busy(self) -> Iterator[None]:
         """Around one unit of work of unbounded length (an edit on a loaded machine can take seconds): a
         helper thread beats (phase RUNNING) while the process uses CPU, so slow work is not taken for a
-        hang, while a deadlock, a wait that never returns or a stopped process (no CPU) still goes silent."""
-        used = time.process_time()
-
-        def step() -> None:
-            nonlocal used
-            now_used = time.process_time()  # CPU time of the whole process, all threads
-            if now_used - used >= MIN_CPU_S:
-                self.beats.beat(self.slot, RUNNING)  # type: ignore[union-attr]
-            used = now_used
-
-        with self._helper(step, "heartbeat-busy"):
+        hang, while a deadlock, a wait that never returns or a stopped process (no CPU) still goes silent.
+        One helper thread for the life of the process (this runs around every frame), idle between edits."""
+        if self.beats is None:
             yield
+            return
+        if self._cpu_watch is None:
+            self._cpu_watch = threading.Thread(target=self._beat_while_computing, name="heartbeat-busy", daemon=True)
+            self._cpu_watch.start()
+        self._busy.set()
+        try:
+            yield
+        finally:
+            self._busy.clear()
         self.beat()
+
+    def _beat_while_computing(self) -> None:
+        used = time.process_time()
+        while True:
+            self._busy.wait()
+            time.sleep(BEAT_EVERY_S)
+            now_used = time.process_time()  # CPU time of the whole process, all threads
+            if self._busy.is_set() and now_used - used >= MIN_CPU_S:
+                self.beat()  # through the gate: while a STARTING helper runs (first edit), it owns the row
+            used = now_used
 
     @contextmanager
     def starting(self) -> Iterator[None]:

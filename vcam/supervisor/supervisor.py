@@ -73,7 +73,11 @@ class Supervisor:
         self.input = FrameChannel.create("input", w, h, slots=3)
         try:
             self.output = FrameChannel.create("output", w, h, slots=OUTPUT_SLOTS)
-            self.beats = Heartbeats.create(3)
+            try:
+                self.beats = Heartbeats.create(3)
+            except BaseException:
+                self.output.close()
+                raise
         except BaseException:
             self.input.close()
             raise
@@ -85,6 +89,9 @@ class Supervisor:
         self.backoff = {role: Backoff(BACKOFF_FIRST_S, BACKOFF_MAX_S) for role in self.children}
         self.settings: Settings | None = None
         self._notices: dict[str, str] = {}  # "engine" / "source" -> a line for the status cards
+        # their text, one per line (None: none), derived under the lock: the stream thread reads it freely
+        self.notice_text: str | None = None
+        self._heirs: dict[int, Child] = {}  # a dead output's PID -> the standby that took over from it
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._spawned = threading.Event()
@@ -148,11 +155,6 @@ class Supervisor:
     def reset_output_stats(self) -> None:
         self.children["output"].links.control.put(RESET_STATS)
 
-    @property
-    def notice_text(self) -> str | None:
-        """The status cards' extra lines (one per line of text), e.g. "engine restarting"; None: none."""
-        return "\n".join(self._notices[k] for k in sorted(self._notices)) or None
-
     def notice(self, text: str | None, key: str = "engine") -> None:
         """Set (or with None clear) one notice line for the status cards on the camera and the stream."""
         with self._lock:
@@ -160,6 +162,7 @@ class Supervisor:
                 self._notices[key] = text
             else:
                 self._notices.pop(key, None)
+            self.notice_text = "\n".join(v for _, v in sorted(self._notices.items())) or None
             for child in (self.children["output"], self.spare):
                 if child.links.control is not None:
                     child.links.control.put({"notice": self.notice_text})
@@ -273,7 +276,9 @@ class Supervisor:
         spare.links.activate.set()
         spare.restarts, spare.last_error, spare.last_traceback = dead.restarts + 1, dead.last_error, dead.last_traceback
         dead.links.activate = self.ctx.Event()  # the dead one's record becomes the new (not yet started) standby
-        dead.restarts, dead.values = 0, {}
+        # its dying words (ChildError) may still be on their way, and arrive within moments: to the heir
+        self._heirs = {dead.proc.pid: spare}
+        dead.restarts, dead.values, dead.last_error, dead.last_traceback = 0, {}, None, None
         self.children["output"], self.spare = spare, dead
         delay = self.backoff["output"].next()  # a crash loop slows down here, the camera is not kept waiting
         dead.restart_at = now + delay
@@ -291,8 +296,9 @@ class Supervisor:
             except Exception:  # noqa: BLE001 - an unreadable message must not end status updates
                 log.exception("bad status message")
                 continue
-            child = next((c for c in self._all() if c.proc is not None and c.proc.pid == getattr(msg, "pid", None)),
-                         None)
+            pid = getattr(msg, "pid", None)
+            heir = self._heirs.pop(pid, None) if isinstance(msg, ChildError) else None  # a dead output's error
+            child = heir or next((c for c in self._all() if c.proc is not None and c.proc.pid == pid), None)
             if child is None:
                 continue
             if isinstance(msg, ChildStatus):
@@ -300,7 +306,7 @@ class Supervisor:
             elif isinstance(msg, ChildError):
                 child.last_traceback = msg.traceback
                 log.error("%s process failed: %s\n%s", self._name(child), msg.error, msg.traceback)
-                if child.restart_at is not None:  # its death was seen first
+                if heir is not None or child.restart_at is not None:  # its death was seen first
                     child.last_error = f"{child.last_error}: {msg.error}"
                 else:
                     child.reported = msg.error

@@ -121,6 +121,18 @@ def _serve(cfg: Config, duration: float | None, banner: str, quiet: bool = False
                                       started=datetime.now().isoformat(timespec="seconds"))
     except AlreadyRunning as e:
         _fail([str(e)], code=1)
+    try:
+        _serve_locked(cfg, duration, banner, quiet, log_json, lock)
+    finally:
+        lock.release()  # the kernel would drop it at exit anyway; released here for callers that go on
+
+
+def _serve_locked(cfg: Config, duration: float | None, banner: str, quiet: bool, log_json: bool, lock: Any) -> None:
+    """`_serve` once this daemon holds the one-per-user lock."""
+    import threading
+    import time
+
+    c = cfg.control
     from vcam.control.server import ApiStartError, bind_socket
 
     if c.enabled and c.port:  # a port taken by another program: say so now, not after the engine starts
