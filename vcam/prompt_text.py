@@ -45,3 +45,6 @@ LabelText = Annotated[str, BeforeValidator(_refuse_controls(lines_allowed=False)
 # the same rule as a JSON Schema pattern, for the control API's schema (clients and generated requests read
 # it): no control character but tab and line breaks, and at least one character that is not whitespace
 PROMPT_PATTERN = rf"^[^{_CONTROL_BUT_LINES}]*[^\s{_CONTROL}][^{_CONTROL_BUT_LINES}]*$"
+# a preset name as the schema states it: one line, no control characters at all, not only whitespace
+# (LabelText refuses control characters by position first; the pattern tells schema-driven clients)
+LABEL_PATTERN = rf"^[^{_CONTROL}]*[^\s{_CONTROL}][^{_CONTROL}]*$"

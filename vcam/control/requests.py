@@ -13,7 +13,7 @@ from pydantic.fields import FieldInfo
 
 from engine.options import Seed, Steps
 from vcam.config import CacheConfig, InterpolationConfig
-from vcam.prompt_text import PROMPT_PATTERN, LabelText, PromptText
+from vcam.prompt_text import LABEL_PATTERN, PROMPT_PATTERN, LabelText, PromptText
 
 # strict: JSON types as the schema says (no false -> 0.0, no "3" -> 3); unknown keys are an error
 _STRICT = ConfigDict(extra="forbid", strict=True)
@@ -86,11 +86,6 @@ def prompt_request(limit: int) -> type[Body]:
                                                f"characters but tab and line breaks")
 
     return PromptRequest
-
-
-# a preset name as the schema states it: one line, no control characters at all, not only whitespace
-# (LabelText refuses control characters by position first; the pattern tells schema-driven clients)
-LABEL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
 
 
 def new_preset_request(limit: int) -> type[Body]:

@@ -122,7 +122,7 @@ class ControlState:
             return self._apply_preset(ref)
 
     def _apply_preset(self, ref: str | int) -> Settings:
-        if ref in ("next", "prev", "previous"):
+        if ref in _KEYWORDS:
             if not self.presets:
                 raise ControlError("no presets configured; add [[presets]] to the config")
             names = [p.name for p in self.presets]
